@@ -1,0 +1,142 @@
+//! Running another process inside a live container (`exec`): it enters every namespace and the
+//! cgroup of the container's init, then becomes the user and gets the limits its spec asks for.
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+
+use crate::container::Container;
+use crate::error::{Context, Error, Result};
+use crate::namespaces::{proc_name, Joined};
+use crate::process::{self, Program};
+use crate::seccomp::SeccompFilter;
+use crate::state::{write_atomic, Status};
+use crate::stdio::Stdio;
+use crate::sync::{self, Channel, GO};
+use crate::{clone, console};
+
+#[derive(Debug, Default)]
+pub struct ExecOptions {
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub stdio: Stdio,
+}
+
+/// The order in which namespaces are entered: the mount namespace last, because entering it
+/// changes how every later path would resolve.
+const ORDER: [LinuxNamespaceType; 5] = [
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Mount,
+];
+
+impl Container {
+    /// Start `process` inside the container. The new process is a child of the caller (which must
+    /// be single-threaded); the caller waits for it.
+    pub fn exec(&self, process: &Process, opts: ExecOptions) -> Result<Pid> {
+        let status = self.status()?;
+        if !matches!(status, Status::Created | Status::Running) {
+            return Err(Error::WrongState {
+                id: self.id().to_string(),
+                status: status.to_string(),
+                action: "can only exec into a created or running container".into(),
+            });
+        }
+        let pid = self.pid();
+        let open = |kind| {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/{}", proc_name(kind)));
+            Joined::open(kind, &path)
+        };
+        let pid_ns = open(LinuxNamespaceType::Pid)?;
+        let others = ORDER.iter().map(|k| open(*k)).collect::<Result<Vec<_>>>()?;
+        let cgroup = self.cgroup()?;
+        let seccomp = self.record().config.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let console = opts.console_socket.as_deref().map(console::connect).transpose()?;
+
+        let (parent, child) = sync::pair()?;
+        pid_ns.enter()?;
+        // SAFETY: the runtime binaries are single-threaded.
+        let Some(exec_pid) = (unsafe { clone::clone(nix::sched::CloneFlags::empty())? }) else {
+            drop(parent);
+            let err = match enter_and_exec(process, &others, seccomp.as_ref(), console.as_ref(), &opts.stdio, &child) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            child.send_error(&err);
+            // SAFETY: leave without running the parent's destructors.
+            unsafe { libc::_exit(127) }
+        };
+        drop(child);
+        drop(console);
+        drop(opts.stdio);
+        let result = cgroup.add_process(exec_pid.as_raw()).map_err(Error::from).and_then(|()| {
+            parent.send(GO)?;
+            // The sync socket is close-on-exec: a clean close means execve succeeded.
+            match parent.recv()? {
+                None => Ok(()),
+                Some(msg) => Err(Error::Child(String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg)).into_owned())),
+            }
+        });
+        if let Err(e) = result {
+            let _ = nix::sys::signal::kill(exec_pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(exec_pid, None);
+            return Err(e);
+        }
+        if let Some(pid_file) = &opts.pid_file {
+            write_atomic(pid_file, exec_pid.to_string().as_bytes())?;
+        }
+        Ok(exec_pid)
+    }
+}
+
+fn enter_and_exec(
+    process: &Process,
+    namespaces: &[Joined],
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    console: Option<&std::os::unix::net::UnixStream>,
+    stdio: &Stdio,
+    sync: &Channel,
+) -> Result<std::convert::Infallible> {
+    stdio.install()?;
+    sync.expect(GO)?;
+    for ns in namespaces {
+        ns.enter()?;
+    }
+    if let Some(socket) = console {
+        let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        console::setup(socket, size)?;
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        process::set_oom_score_adj(adj)?;
+    }
+    process::apply_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
+    let filter = seccomp.map(SeccompFilter::from_spec).transpose()?;
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    let filter = match filter {
+        Some(f) if !no_new_privs => {
+            f.load()?;
+            None
+        }
+        other => other,
+    };
+    if no_new_privs {
+        process::set_no_new_privs()?;
+    }
+    process::switch_identity(process)?;
+    nix::unistd::chdir(process.cwd())
+        .context(|| format!("entering working directory {}", process.cwd().display()))?;
+    let program = Program::prepare(process)?;
+    if let Some(f) = filter {
+        f.load()?;
+    }
+    Err(program.exec())
+}
+
+/// Read a `process.json` as `runc exec --process` takes it.
+pub fn load_process(path: &Path) -> Result<Process> {
+    let file = File::open(path).context(|| format!("opening {}", path.display()))?;
+    serde_json::from_reader(file).context(|| format!("parsing {}", path.display()))
+}
