@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let data = serde_json::to_vec_pretty(value).map_err(|e| Error::invalid(path.display().to_string(), e))?;
+    let data = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::invalid(path.display().to_string(), e))?;
     write_bytes(path, &data)
 }
 
@@ -19,7 +20,9 @@ pub(crate) fn write_bytes(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         rand::random::<u64>()
     ));
     let result = (|| {
@@ -33,6 +36,16 @@ pub(crate) fn write_bytes(path: &Path, data: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes and syncs a JSON file inside a directory nobody reads yet (it is published
+/// later by renaming the directory), so no temp file is needed.
+pub(crate) fn write_json_unpublished<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let data = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::invalid(path.display().to_string(), e))?;
+    let mut file = File::create(path).map_err(Error::io("creating", path))?;
+    file.write_all(&data).map_err(Error::io("writing", path))?;
+    file.sync_all().map_err(Error::io("syncing", path))
 }
 
 /// Makes a rename durable: the directory entry itself lives in the parent's data.

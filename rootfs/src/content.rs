@@ -57,7 +57,9 @@ impl ContentStore {
     pub fn delete(&self, digest: &Digest) -> Result<()> {
         let path = self.path(digest);
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("deleting blob", path)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("deleting blob", path)(e))
+            }
             _ => Ok(()),
         }
     }
@@ -67,7 +69,10 @@ impl ContentStore {
         let actual = Digest::of(data);
         if let Some(expected) = expected {
             if *expected != actual {
-                return Err(Error::DigestMismatch { expected: expected.to_string(), actual: actual.to_string() });
+                return Err(Error::DigestMismatch {
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
             }
         }
         if !self.contains(&actual) {
@@ -92,7 +97,9 @@ impl ContentStore {
             }
         }
         let mut input = File::open(source).map_err(Error::io("opening", source))?;
-        let tmp = self.ingest.join(format!("import-{}", rand::random::<u64>()));
+        let tmp = self
+            .ingest
+            .join(format!("import-{}", rand::random::<u64>()));
         let result = (|| {
             let mut out = File::create(&tmp).map_err(Error::io("creating", &tmp))?;
             let mut hasher = Sha256::new();
@@ -103,13 +110,17 @@ impl ContentStore {
                     break;
                 }
                 hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).map_err(Error::io("writing", &tmp))?;
+                out.write_all(&buf[..n])
+                    .map_err(Error::io("writing", &tmp))?;
             }
             out.sync_all().map_err(Error::io("syncing", &tmp))?;
             let actual = Digest::from_hasher(hasher);
             if let Some(expected) = expected {
                 if *expected != actual {
-                    return Err(Error::DigestMismatch { expected: expected.to_string(), actual: actual.to_string() });
+                    return Err(Error::DigestMismatch {
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    });
                 }
             }
             self.publish(&tmp, &actual)?;
@@ -124,7 +135,9 @@ impl ContentStore {
     /// Starts an async write of the blob `expected`; nothing is visible until `commit`.
     pub async fn writer(&self, expected: &Digest) -> Result<ContentWriter> {
         let tmp = self.temp_path(expected);
-        let file = tokio::fs::File::create(&tmp).await.map_err(Error::io("creating", &tmp))?;
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(Error::io("creating", &tmp))?;
         Ok(ContentWriter {
             store: self.clone(),
             expected: expected.clone(),
@@ -136,7 +149,8 @@ impl ContentStore {
     }
 
     fn temp_path(&self, digest: &Digest) -> PathBuf {
-        self.ingest.join(format!("{}-{}", digest.hex(), rand::random::<u64>()))
+        self.ingest
+            .join(format!("{}-{}", digest.hex(), rand::random::<u64>()))
     }
 
     fn publish(&self, tmp: &Path, digest: &Digest) -> Result<()> {
@@ -160,7 +174,9 @@ impl ContentWriter {
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         self.hasher.update(data);
         if let Some(out) = self.out.as_mut() {
-            out.write_all(data).await.map_err(Error::io("writing", &self.tmp))?;
+            out.write_all(data)
+                .await
+                .map_err(Error::io("writing", &self.tmp))?;
         }
         Ok(())
     }
@@ -169,11 +185,17 @@ impl ContentWriter {
     pub async fn commit(mut self) -> Result<()> {
         let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if actual != self.expected {
-            return Err(Error::DigestMismatch { expected: self.expected.to_string(), actual: actual.to_string() });
+            return Err(Error::DigestMismatch {
+                expected: self.expected.to_string(),
+                actual: actual.to_string(),
+            });
         }
         if let Some(mut out) = self.out.take() {
             out.flush().await.map_err(Error::io("writing", &self.tmp))?;
-            out.get_mut().sync_all().await.map_err(Error::io("syncing", &self.tmp))?;
+            out.get_mut()
+                .sync_all()
+                .await
+                .map_err(Error::io("syncing", &self.tmp))?;
         }
         let (store, tmp, digest) = (self.store.clone(), self.tmp.clone(), self.expected.clone());
         tokio::task::spawn_blocking(move || store.publish(&tmp, &digest)).await??;
@@ -187,5 +209,50 @@ impl Drop for ContentWriter {
         if !self.committed {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_verifies_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let digest = store.put(b"hello", None).unwrap();
+        assert_eq!(store.read(&digest).unwrap(), b"hello");
+        assert_eq!(store.put(b"hello", Some(&digest)).unwrap(), digest);
+        let wrong = Digest::of(b"other");
+        assert!(matches!(store.put(b"hello", Some(&wrong)), Err(Error::DigestMismatch { .. })));
+        assert!(!store.contains(&wrong));
+        assert_eq!(store.list().unwrap(), vec![digest.clone()]);
+        store.delete(&digest).unwrap();
+        store.delete(&digest).unwrap();
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn writer_publishes_only_verified_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let expected = Digest::of(b"abcdef");
+        let mut writer = store.writer(&expected).await.unwrap();
+        writer.write(b"abc").await.unwrap();
+        writer.write(b"xyz").await.unwrap();
+        assert!(matches!(writer.commit().await, Err(Error::DigestMismatch { .. })));
+        assert!(!store.contains(&expected));
+
+        let mut writer = store.writer(&expected).await.unwrap();
+        writer.write(b"abc").await.unwrap();
+        drop(writer); // an abandoned download
+        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+
+        let mut writer = store.writer(&expected).await.unwrap();
+        writer.write(b"abc").await.unwrap();
+        writer.write(b"def").await.unwrap();
+        writer.commit().await.unwrap();
+        assert_eq!(store.read(&expected).unwrap(), b"abcdef");
+        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
     }
 }

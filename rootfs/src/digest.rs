@@ -16,11 +16,15 @@ pub struct Digest {
 impl Digest {
     /// The digest of `data`.
     pub fn of(data: &[u8]) -> Digest {
-        Digest { hex: hex::encode(Sha256::digest(data)) }
+        Digest {
+            hex: hex::encode(Sha256::digest(data)),
+        }
     }
 
     pub(crate) fn from_hasher(hasher: Sha256) -> Digest {
-        Digest { hex: hex::encode(hasher.finalize()) }
+        Digest {
+            hex: hex::encode(hasher.finalize()),
+        }
     }
 
     /// The 64 hex digits, used as file names.
@@ -42,9 +46,13 @@ impl FromStr for Digest {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| Error::InvalidDigest(s.to_string()))?;
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| Error::InvalidDigest(s.to_string()))?;
         if hex.len() == 64 && is_lower_hex(hex) {
-            Ok(Digest { hex: hex.to_string() })
+            Ok(Digest {
+                hex: hex.to_string(),
+            })
         } else {
             Err(Error::InvalidDigest(s.to_string()))
         }
@@ -52,7 +60,8 @@ impl FromStr for Digest {
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl fmt::Display for Digest {
@@ -105,7 +114,9 @@ mod tests {
         assert_eq!(Digest::parse_lenient(d.hex()).unwrap(), d);
         assert!("sha256:abc".parse::<Digest>().is_err());
         assert!("md5:0123".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", d.hex().to_uppercase()).parse::<Digest>().is_err());
+        assert!(format!("sha256:{}", d.hex().to_uppercase())
+            .parse::<Digest>()
+            .is_err());
     }
 
     #[test]

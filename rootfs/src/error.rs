@@ -28,7 +28,9 @@ pub enum Error {
     #[error("image {0:?} not found")]
     ImageNotFound(String),
 
-    #[error("image {image} is in use by container snapshot(s) {users:?}; remove the containers first")]
+    #[error(
+        "image {image} is in use by container snapshot(s) {users:?}; remove the containers first"
+    )]
     ImageInUse { image: String, users: Vec<String> },
 
     #[error("snapshot {0:?} already exists")]
@@ -73,9 +75,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { context, path, source }
+        move |source| Error::Io {
+            context,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn sys(context: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
@@ -84,7 +93,10 @@ impl Error {
     }
 
     pub(crate) fn invalid(what: impl Into<String>, reason: impl ToString) -> Error {
-        Error::InvalidData { what: what.into(), reason: reason.to_string() }
+        Error::InvalidData {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 }
 

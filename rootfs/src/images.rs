@@ -37,6 +37,17 @@ impl ImageRecord {
         chain_ids(&self.diff_ids)
     }
 
+    /// The image's user the way CRI's `Image` reports it: `(Some(uid), "")` for a
+    /// numeric user, `(None, name)` for a named one (the group part is dropped).
+    pub fn user(&self) -> (Option<i64>, String) {
+        let user = self.config.user.as_deref().unwrap_or_default();
+        let name = user.split(':').next().unwrap_or_default();
+        match name.parse::<i64>() {
+            Ok(uid) => (Some(uid), String::new()),
+            Err(_) => (None, name.to_string()),
+        }
+    }
+
     /// Every blob the image keeps alive in the content store.
     pub fn blobs(&self) -> Vec<Digest> {
         let mut out = vec![self.id.clone()];
@@ -71,8 +82,12 @@ impl ImageStore {
         let mut out = Vec::new();
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(hex) = name.strip_suffix(".json") else { continue };
-            let Ok(id) = Digest::parse_lenient(hex) else { continue };
+            let Some(hex) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(id) = Digest::parse_lenient(hex) else {
+                continue;
+            };
             if let Some(record) = self.get(&id)? {
                 out.push(record);
             }
@@ -88,7 +103,9 @@ impl ImageStore {
     pub(crate) fn delete(&self, id: &Digest) -> Result<()> {
         let path = self.path(id);
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing image record", path)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("removing image record", path)(e))
+            }
             _ => Ok(()),
         }
     }

@@ -45,7 +45,9 @@ impl RootfsStore {
         let (dir, _cleanup) = if path.is_dir() {
             (path.to_path_buf(), None)
         } else {
-            let tmp = self.root().join(format!("import-{}", rand::random::<u64>()));
+            let tmp = self
+                .root()
+                .join(format!("import-{}", rand::random::<u64>()));
             let (src, dest) = (path.to_path_buf(), tmp.clone());
             let cleanup = TempDir(tmp.clone());
             blocking(move || {
@@ -61,12 +63,16 @@ impl RootfsStore {
         } else if dir.join("manifest.json").is_file() {
             self.import_docker_dir(&dir).await
         } else {
-            Err(Error::invalid(path.display().to_string(), "neither an OCI image layout (index.json) nor a docker archive (manifest.json)"))
+            Err(Error::invalid(
+                path.display().to_string(),
+                "neither an OCI image layout (index.json) nor a docker archive (manifest.json)",
+            ))
         }
     }
 
     async fn import_oci_dir(&self, dir: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>> {
-        let index_bytes = std::fs::read(dir.join("index.json")).map_err(Error::io("reading", dir.join("index.json")))?;
+        let index_bytes = std::fs::read(dir.join("index.json"))
+            .map_err(Error::io("reading", dir.join("index.json")))?;
         let ManifestKind::Index(index) = parse_manifest(&index_bytes, Some(OCI_INDEX))? else {
             return Err(Error::invalid("index.json", "not an image index"));
         };
@@ -79,52 +85,83 @@ impl RootfsStore {
         Ok(out)
     }
 
-    async fn import_oci_manifest(&self, dir: &Path, entry: &Descriptor, tag: Option<Reference>) -> Result<ImageRecord> {
+    async fn import_oci_manifest(
+        &self,
+        dir: &Path,
+        entry: &Descriptor,
+        tag: Option<Reference>,
+    ) -> Result<ImageRecord> {
         let mut lease = self.lease();
         let blob = |d: &Digest| dir.join("blobs").join("sha256").join(d.hex());
         let content = &self.inner.content;
         content.put_file(&blob(&entry.digest), Some(&entry.digest))?;
         lease.add([entry.digest.clone()]);
         let mut manifests = vec![entry.digest.clone()];
-        let manifest = match parse_manifest(&content.read(&entry.digest)?, Some(&entry.media_type))? {
+        let manifest = match parse_manifest(&content.read(&entry.digest)?, Some(&entry.media_type))?
+        {
             ManifestKind::Image(m) => m,
             ManifestKind::Index(index) => {
                 let platform = &self.inner.options.platform;
-                let chosen = index.select(platform).ok_or_else(|| Error::NoMatchingPlatform {
-                    reference: entry.digest.to_string(),
-                    platform: platform.to_string(),
-                })?;
+                let chosen = index
+                    .select(platform)
+                    .ok_or_else(|| Error::NoMatchingPlatform {
+                        reference: entry.digest.to_string(),
+                        platform: platform.to_string(),
+                    })?;
                 content.put_file(&blob(&chosen.digest), Some(&chosen.digest))?;
                 lease.add([chosen.digest.clone()]);
                 manifests.push(chosen.digest.clone());
                 match parse_manifest(&content.read(&chosen.digest)?, Some(&chosen.media_type))? {
                     ManifestKind::Image(m) => m,
-                    ManifestKind::Index(_) => return Err(Error::invalid("image layout", "nested indexes are not supported")),
+                    ManifestKind::Index(_) => {
+                        return Err(Error::invalid(
+                            "image layout",
+                            "nested indexes are not supported",
+                        ))
+                    }
                 }
             }
         };
-        content.put_file(&blob(&manifest.config.digest), Some(&manifest.config.digest))?;
+        content.put_file(
+            &blob(&manifest.config.digest),
+            Some(&manifest.config.digest),
+        )?;
         lease.add([manifest.config.digest.clone()]);
         for layer in &manifest.layers {
             content.put_file(&blob(&layer.digest), Some(&layer.digest))?;
             lease.add([layer.digest.clone()]);
         }
-        let repo_tags = tag.as_ref().and_then(Reference::tagged).into_iter().collect();
+        let repo_tags = tag
+            .as_ref()
+            .and_then(Reference::tagged)
+            .into_iter()
+            .collect();
         let repo_digests = tag.iter().map(|t| t.with_digest(&entry.digest)).collect();
-        self.finish_import(&manifest.config.digest, manifest.layers, manifests, repo_tags, repo_digests).await
+        self.finish_import(
+            &manifest.config.digest,
+            manifest.layers,
+            manifests,
+            repo_tags,
+            repo_digests,
+        )
+        .await
     }
 
     async fn import_docker_dir(&self, dir: &Path) -> Result<Vec<ImageRecord>> {
         let path = dir.join("manifest.json");
         let data = std::fs::read(&path).map_err(Error::io("reading", &path))?;
-        let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&data).map_err(|e| Error::invalid("docker manifest.json", e))?;
+        let entries: Vec<DockerManifestEntry> =
+            serde_json::from_slice(&data).map_err(|e| Error::invalid("docker manifest.json", e))?;
         let mut out = Vec::new();
         for entry in entries {
             let mut lease = self.lease();
             let inside = |p: &str| -> Result<PathBuf> {
                 // Paths come from the archive: keep them inside it.
                 if p.split('/').any(|c| c == "..") || p.starts_with('/') {
-                    return Err(Error::UnsafeEntry { path: p.to_string(), reason: "escapes the archive".into() });
+                    return Err(Error::UnsafeEntry {
+                        path: p.to_string(),
+                        reason: "escapes the archive".into(),
+                    });
                 }
                 Ok(dir.join(p))
             };
@@ -135,7 +172,9 @@ impl RootfsStore {
                 let file = inside(layer)?;
                 let digest = self.inner.content.put_file(&file, None)?;
                 lease.add([digest.clone()]);
-                let size = std::fs::metadata(&file).map(|m| m.len() as i64).unwrap_or(0);
+                let size = std::fs::metadata(&file)
+                    .map(|m| m.len() as i64)
+                    .unwrap_or(0);
                 layers.push(Descriptor {
                     media_type: sniff_layer_type(&file)?.to_string(),
                     digest,
@@ -144,9 +183,17 @@ impl RootfsStore {
                     annotations: Default::default(),
                 });
             }
-            let tags: Vec<Reference> = entry.repo_tags.unwrap_or_default().iter().filter_map(|t| t.parse().ok()).collect();
+            let tags: Vec<Reference> = entry
+                .repo_tags
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| t.parse().ok())
+                .collect();
             let repo_tags = tags.iter().filter_map(Reference::tagged).collect();
-            out.push(self.finish_import(&config_digest, layers, Vec::new(), repo_tags, Vec::new()).await?);
+            out.push(
+                self.finish_import(&config_digest, layers, Vec::new(), repo_tags, Vec::new())
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -159,24 +206,40 @@ impl RootfsStore {
         repo_tags: Vec<String>,
         repo_digests: Vec<String>,
     ) -> Result<ImageRecord> {
-        let config: ConfigFile = serde_json::from_slice(&self.inner.content.read(config_digest)?)
-            .map_err(|e| Error::invalid(format!("image config {config_digest}"), e))?;
+        let config: ConfigFile =
+            serde_json::from_slice(&self.inner.content.read(config_digest)?)
+                .map_err(|e| Error::invalid(format!("image config {config_digest}"), e))?;
         if config.rootfs.diff_ids.len() != layers.len() {
-            return Err(Error::invalid(format!("image {config_digest}"), "layer count does not match its config's diff_ids"));
+            return Err(Error::invalid(
+                format!("image {config_digest}"),
+                "layer count does not match its config's diff_ids",
+            ));
         }
         let chains = chain_ids(&config.rootfs.diff_ids);
         let mut lease = self.lease();
         lease.add(chains.iter().cloned());
-        let jobs = layers
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .zip(&chains)
-            .map(|((desc, diff_id), chain)| self.unpack(chain, diff_id, desc));
-        let mut results = futures_util::stream::iter(jobs).buffer_unordered(self.inner.options.max_concurrent_downloads.max(1));
-        while let Some(result) = results.next().await {
-            result?;
+        {
+            let jobs = layers
+                .iter()
+                .zip(&config.rootfs.diff_ids)
+                .zip(&chains)
+                .map(|((desc, diff_id), chain)| self.unpack(chain, diff_id, desc));
+            let mut results = futures_util::stream::iter(jobs)
+                .buffer_unordered(self.inner.options.max_concurrent_downloads.max(1));
+            while let Some(result) = results.next().await {
+                result?;
+            }
         }
-        let record = self.record_image(config_digest, config, layers, manifests, repo_tags, repo_digests).await?;
+        let record = self
+            .record_image(
+                config_digest,
+                config,
+                layers,
+                manifests,
+                repo_tags,
+                repo_digests,
+            )
+            .await?;
         drop(lease);
         Ok(record)
     }
@@ -199,7 +262,9 @@ fn image_name(entry: &Descriptor, base: Option<&str>) -> Option<Reference> {
 fn sniff_layer_type(path: &Path) -> Result<&'static str> {
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(path).map_err(Error::io("opening layer", path))?;
-    let n = file.read(&mut magic).map_err(Error::io("reading layer", path))?;
+    let n = file
+        .read(&mut magic)
+        .map_err(Error::io("reading layer", path))?;
     Ok(match &magic[..n] {
         [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
         [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",

@@ -82,11 +82,20 @@ impl LayerStore {
     }
 
     /// Unpacks `blob` as the layer `chain` unless it is already there. Blocking.
-    pub fn ensure(&self, chain: &Digest, diff_id: &Digest, blob: &Digest, blob_path: &Path, compression: &Compression) -> Result<()> {
+    pub fn ensure(
+        &self,
+        chain: &Digest,
+        diff_id: &Digest,
+        blob: &Digest,
+        blob_path: &Path,
+        compression: &Compression,
+    ) -> Result<()> {
         if self.contains(chain) {
             return Ok(());
         }
-        let tmp = self.root.join(format!(".tmp-{}-{}", chain.hex(), rand::random::<u64>()));
+        let tmp = self
+            .root
+            .join(format!(".tmp-{}-{}", chain.hex(), rand::random::<u64>()));
         let result = self.unpack_into(&tmp, chain, diff_id, blob, blob_path, compression);
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
@@ -94,20 +103,40 @@ impl LayerStore {
         result
     }
 
-    fn unpack_into(&self, tmp: &Path, chain: &Digest, diff_id: &Digest, blob: &Digest, blob_path: &Path, compression: &Compression) -> Result<()> {
+    fn unpack_into(
+        &self,
+        tmp: &Path,
+        chain: &Digest,
+        diff_id: &Digest,
+        blob: &Digest,
+        blob_path: &Path,
+        compression: &Compression,
+    ) -> Result<()> {
         let fs_dir = tmp.join("fs");
         fs::create_dir_all(&fs_dir).map_err(Error::io("creating layer dir", &fs_dir))?;
         let started = std::time::Instant::now();
         let actual = unpack_layer(blob_path, compression, &fs_dir)?;
         if actual != *diff_id {
-            return Err(Error::DigestMismatch { expected: diff_id.to_string(), actual: actual.to_string() });
+            return Err(Error::DigestMismatch {
+                expected: diff_id.to_string(),
+                actual: actual.to_string(),
+            });
         }
-        let info = LayerInfo { chain_id: chain.clone(), diff_id: diff_id.clone(), blob: blob.clone() };
+        let info = LayerInfo {
+            chain_id: chain.clone(),
+            diff_id: diff_id.clone(),
+            blob: blob.clone(),
+        };
         write_json(&tmp.join("layer.json"), &info)?;
         match fs::rename(tmp, self.dir(chain)) {
             Ok(()) => {}
             // Another pull unpacked the same layer first; theirs is as good as ours.
-            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::DirectoryNotEmpty) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::AlreadyExists | ErrorKind::DirectoryNotEmpty
+                ) =>
+            {
                 let _ = fs::remove_dir_all(tmp);
             }
             Err(e) => return Err(Error::io("publishing layer", self.dir(chain))(e)),
@@ -127,7 +156,9 @@ impl LayerStore {
         let dir = self.dir(chain);
         // Rename first so a crash mid-delete leaves a .tmp- dir (cleaned at open),
         // never a half-deleted layer under its real name.
-        let doomed = self.root.join(format!(".tmp-rm-{}-{}", chain.hex(), rand::random::<u64>()));
+        let doomed = self
+            .root
+            .join(format!(".tmp-rm-{}-{}", chain.hex(), rand::random::<u64>()));
         match fs::rename(&dir, &doomed) {
             Ok(()) => fs::remove_dir_all(&doomed).map_err(Error::io("removing layer", doomed)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

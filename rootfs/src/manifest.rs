@@ -26,23 +26,21 @@ pub enum Compression {
 /// How a layer blob is compressed, from its media type.
 pub fn layer_compression(media_type: &str) -> Result<Compression> {
     match media_type {
-        "application/vnd.oci.image.layer.v1.tar" | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
-            Ok(Compression::None)
-        }
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Ok(Compression::None),
         "application/vnd.oci.image.layer.v1.tar+gzip"
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
-        "application/vnd.oci.image.layer.v1.tar+zstd" | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-            Ok(Compression::Zstd)
-        }
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(Compression::Zstd),
         // docker save writes plain tars with no media type at all.
         "" => Ok(Compression::None),
         other => Err(Error::UnsupportedMediaType(other.to_string())),
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     #[serde(default)]
@@ -55,7 +53,7 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
     pub os: String,
@@ -74,7 +72,11 @@ impl Platform {
             "powerpc64" => ("ppc64le", None),
             other => (other, None),
         };
-        Platform { architecture: architecture.into(), os: "linux".into(), variant: variant.map(Into::into) }
+        Platform {
+            architecture: architecture.into(),
+            os: "linux".into(),
+            variant: variant.map(Into::into),
+        }
     }
 
     fn matches(&self, wanted: &Platform) -> bool {
@@ -128,7 +130,9 @@ impl Index {
             })
         };
         candidates()
-            .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_ref()) == platform.variant.as_ref())
+            .find(|d| {
+                d.platform.as_ref().and_then(|p| p.variant.as_ref()) == platform.variant.as_ref()
+            })
             .or_else(|| candidates().next())
     }
 }
@@ -149,14 +153,25 @@ pub fn parse_manifest(data: &[u8], content_type: Option<&str>) -> Result<Manifes
     }
     let probe: Probe = serde_json::from_slice(data).map_err(|e| Error::invalid("manifest", e))?;
     if probe.schema_version == Some(1) {
-        return Err(Error::UnsupportedMediaType("Docker schema1 manifests are deprecated and not supported".into()));
+        return Err(Error::UnsupportedMediaType(
+            "Docker schema1 manifests are deprecated and not supported".into(),
+        ));
     }
-    let media_type = probe.media_type.as_deref().or(content_type).unwrap_or_default();
-    let is_index = media_type == OCI_INDEX || media_type == DOCKER_LIST || probe.manifests.is_some();
+    let media_type = probe
+        .media_type
+        .as_deref()
+        .or(content_type)
+        .unwrap_or_default();
+    let is_index =
+        media_type == OCI_INDEX || media_type == DOCKER_LIST || probe.manifests.is_some();
     if is_index {
-        Ok(ManifestKind::Index(serde_json::from_slice(data).map_err(|e| Error::invalid("image index", e))?))
+        Ok(ManifestKind::Index(
+            serde_json::from_slice(data).map_err(|e| Error::invalid("image index", e))?,
+        ))
     } else {
-        Ok(ManifestKind::Image(serde_json::from_slice(data).map_err(|e| Error::invalid("image manifest", e))?))
+        Ok(ManifestKind::Image(
+            serde_json::from_slice(data).map_err(|e| Error::invalid("image manifest", e))?,
+        ))
     }
 }
 

@@ -79,12 +79,21 @@ impl FromStr for Reference {
     type Err = Error;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: &str| Error::InvalidReference { reference: input.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| Error::InvalidReference {
+            reference: input.to_string(),
+            reason: reason.to_string(),
+        };
         if input.is_empty() {
             return Err(bad("empty"));
         }
         let (rest, digest) = match input.split_once('@') {
-            Some((rest, d)) => (rest, Some(d.parse::<Digest>().map_err(|_| bad("the digest is not sha256:<64 hex>"))?)),
+            Some((rest, d)) => (
+                rest,
+                Some(
+                    d.parse::<Digest>()
+                        .map_err(|_| bad("the digest is not sha256:<64 hex>"))?,
+                ),
+            ),
             None => (input, None),
         };
         // A tag is a ':' after the last '/', so `host:5000/app` is not mistaken for one.
@@ -96,15 +105,23 @@ impl FromStr for Reference {
         if let Some(tag) = tag {
             let valid = !tag.is_empty()
                 && tag.len() <= 128
-                && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
                 && !tag.starts_with(['.', '-']);
             if !valid {
                 return Err(bad("invalid tag"));
             }
         }
         let (registry, repository, short_name) = match name.split_once('/') {
-            Some((first, path)) if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') => {
-                let registry = if first == "index.docker.io" { DEFAULT_REGISTRY } else { first };
+            Some((first, path))
+                if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') =>
+            {
+                let registry = if first == "index.docker.io" {
+                    DEFAULT_REGISTRY
+                } else {
+                    first
+                };
                 (registry.to_string(), path.to_string(), false)
             }
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string(), true),
@@ -117,18 +134,28 @@ impl FromStr for Reference {
         let valid_repo = !repository.is_empty()
             && repository.split('/').all(|part| {
                 !part.is_empty()
-                    && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
                     && part.starts_with(|c: char| c.is_ascii_alphanumeric())
             });
         if !valid_repo {
-            return Err(bad("repository names are lowercase letters, digits and separators"));
+            return Err(bad(
+                "repository names are lowercase letters, digits and separators",
+            ));
         }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, None) => Some(DEFAULT_TAG.to_string()),
             (None, Some(_)) => None,
         };
-        Ok(Reference { registry, repository, tag, digest, short_name })
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+            short_name,
+        })
     }
 }
 
@@ -145,19 +172,41 @@ mod tests {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(norm("index.docker.io/library/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/library/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("127.0.0.1:5000/a/b:t"), "127.0.0.1:5000/a/b:t");
-        assert_eq!(norm("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
+        assert_eq!(
+            norm("registry.k8s.io/pause:3.9"),
+            "registry.k8s.io/pause:3.9"
+        );
         let d = Digest::of(b"x");
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(norm(&format!("busybox:1@{d}")), format!("docker.io/library/busybox:1@{d}"));
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
+        assert_eq!(
+            norm(&format!("busybox:1@{d}")),
+            format!("docker.io/library/busybox:1@{d}")
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "UPPER", "a//b", "busybox:", "busybox@sha256:12", "a:b:c/d:-x"] {
-            assert!(bad.parse::<Reference>().is_err(), "{bad} should be rejected");
+        for bad in [
+            "",
+            "UPPER",
+            "a//b",
+            "busybox:",
+            "busybox@sha256:12",
+            "a:b:c/d:-x",
+        ] {
+            assert!(
+                bad.parse::<Reference>().is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 
@@ -165,7 +214,10 @@ mod tests {
     fn short_names_move_registries() {
         let r: Reference = "busybox".parse().unwrap();
         assert!(r.short_name);
-        assert_eq!(r.in_registry("quay.io").to_string(), "quay.io/busybox:latest");
+        assert_eq!(
+            r.in_registry("quay.io").to_string(),
+            "quay.io/busybox:latest"
+        );
         let r: Reference = "127.0.0.1:5000/x".parse().unwrap();
         assert!(!r.short_name);
     }

@@ -53,15 +53,19 @@ pub struct MirrorEntry {
 pub struct Endpoint {
     /// The reference rewritten for this endpoint (registry and repository).
     pub reference: Reference,
-    /// Plain HTTP is allowed (set by `insecure`, or implied by a loopback host).
-    pub plain_http: bool,
+    /// `insecure = true`: TLS certificates are not verified and plain HTTP is allowed.
+    /// (Loopback registries may use plain HTTP even without it.)
+    pub insecure: bool,
 }
 
 impl RegistriesConf {
     /// Reads `path`; a missing file means an empty configuration.
     pub fn load(path: &Path) -> Result<RegistriesConf> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text).map_err(|reason| Error::RegistriesConf { path: path.into(), reason }),
+            Ok(text) => Self::parse(&text).map_err(|reason| Error::RegistriesConf {
+                path: path.into(),
+                reason,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RegistriesConf::default()),
             Err(e) => Err(Error::io("reading registries configuration", path)(e)),
         }
@@ -94,11 +98,17 @@ impl RegistriesConf {
         let mut out = Vec::new();
         if !entry.mirror_by_digest_only || reference.digest.is_some() {
             for mirror in &entry.mirror {
-                out.push(endpoint(rewrite(reference, &prefix, &mirror.location)?, mirror.insecure));
+                out.push(endpoint(
+                    rewrite(reference, &prefix, &mirror.location)?,
+                    mirror.insecure,
+                ));
             }
         }
         let location = entry.location.clone().unwrap_or_else(|| prefix.clone());
-        out.push(endpoint(rewrite(reference, &prefix, &location)?, entry.insecure));
+        out.push(endpoint(
+            rewrite(reference, &prefix, &location)?,
+            entry.insecure,
+        ));
         Ok(out)
     }
 
@@ -122,14 +132,20 @@ impl RegistriesConf {
 }
 
 fn endpoint(reference: Reference, insecure: bool) -> Endpoint {
-    let plain_http = insecure || is_loopback(&reference.registry);
-    Endpoint { reference, plain_http }
+    Endpoint {
+        reference,
+        insecure,
+    }
 }
 
 /// Replaces the matched `prefix` of the reference's name with `location`.
 fn rewrite(reference: &Reference, prefix: &str, location: &str) -> Result<Reference> {
     let name = reference.name();
-    let rest = if prefix.starts_with("*.") { &name[name.find('/').unwrap_or(name.len())..] } else { &name[prefix.len()..] };
+    let rest = if prefix.starts_with("*.") {
+        &name[name.find('/').unwrap_or(name.len())..]
+    } else {
+        &name[prefix.len()..]
+    };
     let mut text = format!("{}{}", location.trim_end_matches('/'), rest);
     if let Some(tag) = &reference.tag {
         text.push(':');
@@ -184,7 +200,7 @@ blocked = true
         conf.endpoints(&r.parse().unwrap())
             .unwrap()
             .into_iter()
-            .map(|e| (e.reference.to_string(), e.plain_http))
+            .map(|e| (e.reference.to_string(), e.insecure))
             .collect()
     }
 
@@ -200,9 +216,18 @@ blocked = true
                 ("127.0.0.1:5000/a/b:t".to_string(), true),
             ]
         );
-        assert_eq!(endpoints(&conf, "gcr.io/special/app:1"), vec![("special.example.com/x/app:1".to_string(), false)]);
-        assert_eq!(endpoints(&conf, "gcr.ioo/a:1"), vec![("gcr.ioo/a:1".to_string(), false)]);
-        assert_eq!(endpoints(&conf, "localhost:5000/a:1"), vec![("localhost:5000/a:1".to_string(), true)]);
+        assert_eq!(
+            endpoints(&conf, "gcr.io/special/app:1"),
+            vec![("special.example.com/x/app:1".to_string(), false)]
+        );
+        assert_eq!(
+            endpoints(&conf, "gcr.ioo/a:1"),
+            vec![("gcr.ioo/a:1".to_string(), false)]
+        );
+        assert_eq!(
+            endpoints(&conf, "localhost:5000/a:1"),
+            vec![("localhost:5000/a:1".to_string(), false)]
+        );
         assert!(matches!(
             conf.endpoints(&"blocked.example.com/x".parse().unwrap()),
             Err(Error::RegistryBlocked { .. })
@@ -211,10 +236,21 @@ blocked = true
 
     #[test]
     fn loopback_hosts() {
-        for host in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.3.4.5", "[::1]:5000"] {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.3.4.5",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(host), "{host}");
         }
-        for host in ["docker.io", "10.0.0.1:5000", "[fe80::1]:5000", "localhost.example.com"] {
+        for host in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "[fe80::1]:5000",
+            "localhost.example.com",
+        ] {
             assert!(!is_loopback(host), "{host}");
         }
     }

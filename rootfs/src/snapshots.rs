@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{read_json, write_json};
+use crate::atomic::{read_json, sync_dir, write_json, write_json_unpublished};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::layers::LayerStore;
@@ -53,7 +53,9 @@ fn validate_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
         && key.len() <= 128
         && !key.starts_with('.')
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
@@ -75,7 +77,10 @@ impl SnapshotStore {
                 }
             }
         }
-        Ok(SnapshotStore { state_root: state_root.to_path_buf(), dir })
+        Ok(SnapshotStore {
+            state_root: state_root.to_path_buf(),
+            dir,
+        })
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -104,24 +109,45 @@ impl SnapshotStore {
     }
 
     /// Creates the snapshot's private dirs; the directory appears under its key only
-    /// once complete.
-    pub(crate) fn create(&self, key: &str, image_id: &Digest, layers: Vec<Digest>, readonly: bool) -> Result<SnapshotInfo> {
+    /// once complete. `mount_target` records where the caller is about to mount it,
+    /// so a crash right after still lets `remove` unmount.
+    pub(crate) fn create(
+        &self,
+        key: &str,
+        image_id: &Digest,
+        layers: Vec<Digest>,
+        readonly: bool,
+        mount_target: Option<PathBuf>,
+    ) -> Result<SnapshotInfo> {
         validate_key(key)?;
         let dest = self.path(key);
         if dest.exists() {
             return Err(Error::SnapshotExists(key.to_string()));
         }
-        let tmp = self.dir.join(format!(".tmp-{key}-{}", rand::random::<u64>()));
-        let info = SnapshotInfo { key: key.to_string(), image_id: image_id.clone(), readonly, layers, mounted_at: None };
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{key}-{}", rand::random::<u64>()));
+        let info = SnapshotInfo {
+            key: key.to_string(),
+            image_id: image_id.clone(),
+            readonly,
+            layers,
+            mounted_at: mount_target,
+        };
         let result = (|| {
             for sub in ["upper", "work"] {
                 let d = tmp.join(sub);
                 fs::create_dir_all(&d).map_err(Error::io("creating snapshot dir", &d))?;
             }
-            write_json(&tmp.join("snapshot.json"), &info)?;
+            write_json_unpublished(&tmp.join("snapshot.json"), &info)?;
             match fs::rename(&tmp, &dest) {
-                Ok(()) => Ok(()),
-                Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::DirectoryNotEmpty) => {
+                Ok(()) => sync_dir(&self.dir),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::AlreadyExists | ErrorKind::DirectoryNotEmpty
+                    ) =>
+                {
                     Err(Error::SnapshotExists(key.to_string()))
                 }
                 Err(e) => Err(Error::io("creating snapshot", &dest)(e)),
@@ -135,7 +161,12 @@ impl SnapshotStore {
 
     /// Overlay options with paths relative to the state root (top layer first).
     fn relative_options(&self, info: &SnapshotInfo) -> String {
-        let mut lowers: Vec<String> = info.layers.iter().rev().map(LayerStore::short_path).collect();
+        let mut lowers: Vec<String> = info
+            .layers
+            .iter()
+            .rev()
+            .map(LayerStore::short_path)
+            .collect();
         // An image without layers, or a read-only view (overlay wants two lowers when
         // it has no upper), gets the always-empty dir at the bottom.
         if lowers.is_empty() || info.readonly {
@@ -143,7 +174,10 @@ impl SnapshotStore {
         }
         let mut options = format!("lowerdir={}", lowers.join(":"));
         if !info.readonly {
-            options.push_str(&format!(",upperdir=snapshots/{0}/upper,workdir=snapshots/{0}/work", info.key));
+            options.push_str(&format!(
+                ",upperdir=snapshots/{0}/upper,workdir=snapshots/{0}/work",
+                info.key
+            ));
         }
         options
     }
@@ -164,33 +198,63 @@ impl SnapshotStore {
             })
             .chain(info.readonly.then(|| "ro".to_string()))
             .collect();
-        Mount { fstype: "overlay".into(), source: "overlay".into(), options }
+        Mount {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            options,
+        }
     }
 
     pub(crate) fn mount(&self, key: &str, target: &Path) -> Result<SnapshotInfo> {
-        let mut info = self.get(key)?.ok_or_else(|| Error::SnapshotNotFound(key.to_string()))?;
-        let options = self.relative_options(&info);
-        let flags = if info.readonly { MsFlags::MS_RDONLY } else { MsFlags::empty() };
-        let root = self.state_root.clone();
-        let target_abs = std::path::absolute(target).map_err(Error::io("resolving mount target", target))?;
-        let target_c = CString::new(target_abs.as_os_str().as_bytes()).map_err(|_| Error::invalid("mount target", "contains NUL"))?;
-        // chdir is per process unless the thread unshares its fs context first; a
-        // short-lived thread keeps the daemon's own working directory untouched.
-        std::thread::spawn(move || -> Result<()> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(Error::sys("unshare(CLONE_FS)"))?;
-            nix::unistd::chdir(&root).map_err(Error::sys(format!("chdir {}", root.display())))?;
-            mount(Some("overlay"), target_c.as_c_str(), Some("overlay"), flags, Some(options.as_str()))
-                .map_err(Error::sys(format!("mounting overlay ({options}) on {}", target_abs.display())))
-        })
-        .join()
-        .map_err(|_| Error::Task("overlay mount thread panicked".into()))??;
-        info.mounted_at = Some(std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf()));
+        let mut info = self
+            .get(key)?
+            .ok_or_else(|| Error::SnapshotNotFound(key.to_string()))?;
+        self.mount_overlay(&info, target)?;
+        info.mounted_at =
+            Some(std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf()));
         write_json(&self.path(key).join("snapshot.json"), &info)?;
         Ok(info)
     }
 
+    /// Mounts the overlay of `info` on `target` without touching the record.
+    pub(crate) fn mount_overlay(&self, info: &SnapshotInfo, target: &Path) -> Result<()> {
+        let options = self.relative_options(info);
+        let flags = if info.readonly {
+            MsFlags::MS_RDONLY
+        } else {
+            MsFlags::empty()
+        };
+        let root = self.state_root.clone();
+        let target_abs =
+            std::path::absolute(target).map_err(Error::io("resolving mount target", target))?;
+        let target_c = CString::new(target_abs.as_os_str().as_bytes())
+            .map_err(|_| Error::invalid("mount target", "contains NUL"))?;
+        // chdir is per process unless the thread unshares its fs context first; a
+        // short-lived thread keeps the daemon's own working directory untouched.
+        std::thread::spawn(move || -> Result<()> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                .map_err(Error::sys("unshare(CLONE_FS)"))?;
+            nix::unistd::chdir(&root).map_err(Error::sys(format!("chdir {}", root.display())))?;
+            mount(
+                Some("overlay"),
+                target_c.as_c_str(),
+                Some("overlay"),
+                flags,
+                Some(options.as_str()),
+            )
+            .map_err(Error::sys(format!(
+                "mounting overlay ({options}) on {}",
+                target_abs.display()
+            )))
+        })
+        .join()
+        .map_err(|_| Error::Task("overlay mount thread panicked".into()))?
+    }
+
     pub(crate) fn unmount(&self, key: &str) -> Result<()> {
-        let Some(mut info) = self.get(key)? else { return Ok(()) };
+        let Some(mut info) = self.get(key)? else {
+            return Ok(());
+        };
         if let Some(target) = info.mounted_at.take() {
             unmount_all(&target)?;
             write_json(&self.path(key).join("snapshot.json"), &info)?;
@@ -200,12 +264,16 @@ impl SnapshotStore {
 
     /// Unmounts (if mounted) and deletes; removing a missing snapshot succeeds.
     pub(crate) fn remove(&self, key: &str) -> Result<()> {
-        let Some(info) = self.get(key)? else { return Ok(()) };
+        let Some(info) = self.get(key)? else {
+            return Ok(());
+        };
         if let Some(target) = &info.mounted_at {
             unmount_all(target)?;
         }
         let dir = self.path(key);
-        let doomed = self.dir.join(format!(".tmp-rm-{key}-{}", rand::random::<u64>()));
+        let doomed = self
+            .dir
+            .join(format!(".tmp-rm-{key}-{}", rand::random::<u64>()));
         match fs::rename(&dir, &doomed) {
             Ok(()) => fs::remove_dir_all(&doomed).map_err(Error::io("removing snapshot", doomed)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -214,7 +282,8 @@ impl SnapshotStore {
     }
 
     pub(crate) fn usage(&self, key: &str) -> Result<Usage> {
-        self.get(key)?.ok_or_else(|| Error::SnapshotNotFound(key.to_string()))?;
+        self.get(key)?
+            .ok_or_else(|| Error::SnapshotNotFound(key.to_string()))?;
         Ok(dir_usage(&self.path(key).join("upper")))
     }
 }

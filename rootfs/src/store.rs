@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) meta: tokio::sync::Mutex<()>,
     /// Blobs and layers a pull or import in flight relies on, so GC leaves them alone.
     pub(crate) leases: Mutex<HashMap<Digest, usize>>,
+    /// The transport that last worked for each registry host.
+    pub(crate) transports: Mutex<HashMap<String, crate::pull::Transport>>,
 }
 
 /// Holds digests against garbage collection until dropped.
@@ -110,7 +112,9 @@ impl Drop for Lease {
 }
 
 /// Runs blocking filesystem work off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
 }
 
@@ -127,6 +131,14 @@ impl RootfsStore {
             Some(path) => RegistriesConf::load(path)?,
             None => RegistriesConf::default(),
         };
+        // Archives being imported are unpacked beside the store; a crash leaves them.
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                if entry.file_name().to_string_lossy().starts_with("import-") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         let inner = Inner {
             content: ContentStore::open(&root.join("content"))?,
             layers: LayerStore::open(&root)?,
@@ -136,9 +148,12 @@ impl RootfsStore {
             options,
             meta: tokio::sync::Mutex::new(()),
             leases: Mutex::new(HashMap::new()),
+            transports: Mutex::new(HashMap::new()),
             root,
         };
-        Ok(RootfsStore { inner: Arc::new(inner) })
+        Ok(RootfsStore {
+            inner: Arc::new(inner),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -146,7 +161,10 @@ impl RootfsStore {
     }
 
     pub(crate) fn lease(&self) -> Lease {
-        Lease { inner: self.inner.clone(), digests: Vec::new() }
+        Lease {
+            inner: self.inner.clone(),
+            digests: Vec::new(),
+        }
     }
 
     pub async fn list_images(&self) -> Result<Vec<ImageRecord>> {
@@ -157,8 +175,9 @@ impl RootfsStore {
     /// Finds an image by reference (`busybox`, `name@sha256:…`), full ID (with or
     /// without `sha256:`) or a unique ID prefix.
     pub async fn image_status(&self, reference_or_id: &str) -> Result<Option<ImageRecord>> {
-        let images = self.list_images().await?;
-        Ok(find_image(&images, reference_or_id))
+        let images = self.inner.images.clone();
+        let query = reference_or_id.to_string();
+        blocking(move || find(&images, &query)).await
     }
 
     /// Removes a name, or the whole image for an ID or digest reference. Content goes
@@ -166,8 +185,9 @@ impl RootfsStore {
     /// (returns false), as CRI requires. An image a snapshot uses is refused.
     pub async fn remove_image(&self, reference_or_id: &str) -> Result<bool> {
         let guard = self.inner.meta.lock().await;
-        let images = self.inner.images.list()?;
-        let Some(mut record) = find_image(&images, reference_or_id) else { return Ok(false) };
+        let Some(mut record) = find(&self.inner.images, reference_or_id)? else {
+            return Ok(false);
+        };
         let tag = reference_or_id
             .parse::<Reference>()
             .ok()
@@ -177,10 +197,18 @@ impl RootfsStore {
         if let Some(tag) = tag {
             if record.repo_tags.len() > 1 {
                 record.repo_tags.retain(|t| *t != tag);
-                let name = tag.rsplit_once(':').map(|(n, _)| n.to_string()).unwrap_or_default();
-                let other_tag_same_repo = record.repo_tags.iter().any(|t| t.starts_with(&format!("{name}:")));
+                let name = tag
+                    .rsplit_once(':')
+                    .map(|(n, _)| n.to_string())
+                    .unwrap_or_default();
+                let other_tag_same_repo = record
+                    .repo_tags
+                    .iter()
+                    .any(|t| t.starts_with(&format!("{name}:")));
                 if !other_tag_same_repo {
-                    record.repo_digests.retain(|d| !d.starts_with(&format!("{name}@")));
+                    record
+                        .repo_digests
+                        .retain(|d| !d.starts_with(&format!("{name}@")));
                 }
                 self.inner.images.put(&record)?;
                 return Ok(true);
@@ -195,7 +223,10 @@ impl RootfsStore {
             .map(|s| s.key)
             .collect();
         if !users.is_empty() {
-            return Err(Error::ImageInUse { image: reference_or_id.to_string(), users });
+            return Err(Error::ImageInUse {
+                image: reference_or_id.to_string(),
+                users,
+            });
         }
         self.inner.images.delete(&record.id)?;
         drop(guard);
@@ -219,8 +250,11 @@ impl RootfsStore {
             for snapshot in inner.snapshots.list()? {
                 chains.extend(snapshot.layers);
             }
-            let leased: HashSet<Digest> =
-                inner.leases.lock().map(|l| l.keys().cloned().collect()).unwrap_or_default();
+            let leased: HashSet<Digest> = inner
+                .leases
+                .lock()
+                .map(|l| l.keys().cloned().collect())
+                .unwrap_or_default();
             let mut stats = GcStats::default();
             for blob in inner.content.list()? {
                 if !blobs.contains(&blob) && !leased.contains(&blob) {
@@ -247,24 +281,76 @@ impl RootfsStore {
             for dir in ["content", "layers", "l", "images"] {
                 usage += dir_usage(&root.join(dir));
             }
-            Ok(FsUsage { root, bytes: usage.bytes, inodes: usage.inodes })
+            Ok(FsUsage {
+                root,
+                bytes: usage.bytes,
+                inodes: usage.inodes,
+            })
         })
         .await
     }
 
     /// Creates the writable snapshot `key` (a container ID) of `image` (reference or
     /// ID). Fails if the key exists or the image is unknown.
-    pub async fn prepare_snapshot(&self, key: &str, image: &str, readonly: bool) -> Result<SnapshotInfo> {
+    pub async fn prepare_snapshot(
+        &self,
+        key: &str,
+        image: &str,
+        readonly: bool,
+    ) -> Result<SnapshotInfo> {
+        self.create_snapshot(key, image, readonly, None).await
+    }
+
+    /// `prepare_snapshot` and `mount_snapshot` in one step, writing the record once.
+    /// If the mount fails the snapshot is removed again.
+    pub async fn prepare_and_mount_snapshot(
+        &self,
+        key: &str,
+        image: &str,
+        readonly: bool,
+        target: &Path,
+    ) -> Result<SnapshotInfo> {
+        let target =
+            std::path::absolute(target).map_err(Error::io("resolving mount target", target))?;
+        let info = self
+            .create_snapshot(key, image, readonly, Some(target.clone()))
+            .await?;
+        let snapshots = self.inner.snapshots.clone();
+        let mounted = {
+            let info = info.clone();
+            blocking(move || snapshots.mount_overlay(&info, &target)).await
+        };
+        if let Err(e) = mounted {
+            if let Err(undo) = self.remove_snapshot(key).await {
+                tracing::warn!(key, error = %undo, "could not remove snapshot after a failed mount");
+            }
+            return Err(e);
+        }
+        Ok(info)
+    }
+
+    async fn create_snapshot(
+        &self,
+        key: &str,
+        image: &str,
+        readonly: bool,
+        target: Option<PathBuf>,
+    ) -> Result<SnapshotInfo> {
         let _guard = self.inner.meta.lock().await;
-        let images = self.inner.images.list()?;
-        let record = find_image(&images, image).ok_or_else(|| Error::ImageNotFound(image.to_string()))?;
+        let record = find(&self.inner.images, image)?
+            .ok_or_else(|| Error::ImageNotFound(image.to_string()))?;
         let chains = record.chain_ids();
         for chain in &chains {
             if !self.inner.layers.contains(chain) {
-                return Err(Error::invalid(format!("image {}", record.id), format!("layer {chain} is not unpacked")));
+                return Err(Error::invalid(
+                    format!("image {}", record.id),
+                    format!("layer {chain} is not unpacked"),
+                ));
             }
         }
-        self.inner.snapshots.create(key, &record.id, chains, readonly)
+        self.inner
+            .snapshots
+            .create(key, &record.id, chains, readonly, target)
     }
 
     /// Mounts the snapshot's overlay at `target` (an existing directory).
@@ -276,7 +362,10 @@ impl RootfsStore {
 
     /// The overlay mount (absolute paths) for callers that mount it themselves.
     pub async fn snapshot_mount(&self, key: &str) -> Result<Mount> {
-        let info = self.snapshot(key).await?.ok_or_else(|| Error::SnapshotNotFound(key.to_string()))?;
+        let info = self
+            .snapshot(key)
+            .await?
+            .ok_or_else(|| Error::SnapshotNotFound(key.to_string()))?;
         Ok(self.inner.snapshots.mount_spec(&info))
     }
 
@@ -311,9 +400,17 @@ impl RootfsStore {
     }
 
     /// Unpacks the layer blob `desc` (already in the content store) as `chain`.
-    pub(crate) async fn unpack(&self, chain: &Digest, diff_id: &Digest, desc: &Descriptor) -> Result<()> {
+    pub(crate) async fn unpack(
+        &self,
+        chain: &Digest,
+        diff_id: &Digest,
+        desc: &Descriptor,
+    ) -> Result<()> {
         let compression = layer_compression(&desc.media_type)?;
-        let (layers, path) = (self.inner.layers.clone(), self.inner.content.path(&desc.digest));
+        let (layers, path) = (
+            self.inner.layers.clone(),
+            self.inner.content.path(&desc.digest),
+        );
         let (chain, diff_id, blob) = (chain.clone(), diff_id.clone(), desc.digest.clone());
         blocking(move || layers.ensure(&chain, &diff_id, &blob, &path, &compression)).await
     }
@@ -334,8 +431,12 @@ impl RootfsStore {
             .filter_map(|m| std::fs::metadata(self.inner.content.path(m)).ok())
             .map(|m| m.len())
             .sum();
-        let config_bytes = std::fs::metadata(self.inner.content.path(config_digest)).map(|m| m.len()).unwrap_or(0);
-        let size = layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>() + manifest_bytes + config_bytes;
+        let config_bytes = std::fs::metadata(self.inner.content.path(config_digest))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let size = layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>()
+            + manifest_bytes
+            + config_bytes;
         let record = ImageRecord {
             id: config_digest.clone(),
             repo_tags,
@@ -351,6 +452,16 @@ impl RootfsStore {
         let _guard = self.inner.meta.lock().await;
         self.inner.images.add(record)
     }
+}
+
+/// Looks an image up, reading one record directly when given a full ID.
+fn find(images: &ImageStore, query: &str) -> Result<Option<ImageRecord>> {
+    if let Ok(id) = Digest::parse_lenient(query.trim()) {
+        if let Some(record) = images.get(&id)? {
+            return Ok(Some(record));
+        }
+    }
+    Ok(find_image(&images.list()?, query))
 }
 
 pub(crate) fn find_image(images: &[ImageRecord], query: &str) -> Option<ImageRecord> {

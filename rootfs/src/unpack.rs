@@ -20,9 +20,9 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmod, fchmodat, fstatat, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::sys::stat::{fchmod, fchmodat, fstatat, mkdirat, mknodat, FchmodatFlags, Mode, SFlag};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, mkdirat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
@@ -42,19 +42,31 @@ pub fn unpack_layer(blob: &Path, compression: &Compression, dest: &Path) -> Resu
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(Error::io("starting zstd", blob))?)
-        }
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(Error::io("starting zstd", blob))?,
+        ),
     };
     unpack_tar(decompressed, dest)
 }
 
 /// Unpacks an uncompressed tar stream; returns the digest of the bytes read.
 pub fn unpack_tar(reader: impl Read, dest: &Path) -> Result<Digest> {
-    let root: OwnedFd = File::open(dest).map_err(Error::io("opening layer directory", dest))?.into();
-    let mut archive = tar::Archive::new(HashingReader { inner: reader, hasher: Sha256::new() });
-    let mut extractor = Extractor { root: root.as_fd(), dir_times: Vec::new() };
-    for entry in archive.entries().map_err(Error::io("reading layer tar", dest))? {
+    let root: OwnedFd = File::open(dest)
+        .map_err(Error::io("opening layer directory", dest))?
+        .into();
+    let mut archive = tar::Archive::new(HashingReader {
+        inner: reader,
+        hasher: Sha256::new(),
+    });
+    let mut extractor = Extractor {
+        root: root.as_fd(),
+        dir_times: Vec::new(),
+    };
+    for entry in archive
+        .entries()
+        .map_err(Error::io("reading layer tar", dest))?
+    {
         let entry = entry.map_err(Error::io("reading layer tar", dest))?;
         extractor.entry(entry)?;
     }
@@ -91,7 +103,10 @@ fn clean_path(raw: &[u8]) -> Result<Vec<String>> {
         .map(str::to_string)
         .unwrap_or_else(|_| OsStr::from_bytes(raw).to_string_lossy().into_owned());
     if text.contains('\0') {
-        return Err(Error::UnsafeEntry { path: text, reason: "NUL byte in name".into() });
+        return Err(Error::UnsafeEntry {
+            path: text,
+            reason: "NUL byte in name".into(),
+        });
     }
     let mut parts: Vec<String> = Vec::new();
     for part in text.split('/') {
@@ -115,26 +130,52 @@ fn resolve_how(flags: OFlag) -> OpenHow {
 impl Extractor<'_> {
     /// Opens (creating when missing) the directory `parts` beneath the root.
     fn open_dir(&self, parts: &[String]) -> Result<OwnedFd> {
-        let path = if parts.is_empty() { ".".to_string() } else { parts.join("/") };
-        match openat2(self.root, path.as_str(), resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY)) {
+        let path = if parts.is_empty() {
+            ".".to_string()
+        } else {
+            parts.join("/")
+        };
+        match openat2(
+            self.root,
+            path.as_str(),
+            resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+        ) {
             Ok(fd) => return Ok(fd),
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(Error::sys(format!("resolving {path} in layer"))(e)),
         }
         // Tars may name files before (or without) their directories: make them.
-        let mut dir = openat2(self.root, ".", resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY))
-            .map_err(Error::sys("opening layer root"))?;
+        let mut dir = openat2(
+            self.root,
+            ".",
+            resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+        )
+        .map_err(Error::sys("opening layer root"))?;
         for i in 0..parts.len() {
             let prefix = parts[..=i].join("/");
-            match openat2(self.root, prefix.as_str(), resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY)) {
+            match openat2(
+                self.root,
+                prefix.as_str(),
+                resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+            ) {
                 Ok(fd) => dir = fd,
                 Err(Errno::ENOENT) => {
-                    match mkdirat(dir.as_fd(), parts[i].as_str(), Mode::from_bits_truncate(0o755)) {
+                    match mkdirat(
+                        dir.as_fd(),
+                        parts[i].as_str(),
+                        Mode::from_bits_truncate(0o755),
+                    ) {
                         Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(Error::sys(format!("creating directory {prefix}"))(e)),
+                        Err(e) => {
+                            return Err(Error::sys(format!("creating directory {prefix}"))(e))
+                        }
                     }
-                    dir = openat2(self.root, prefix.as_str(), resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY))
-                        .map_err(Error::sys(format!("opening directory {prefix}")))?;
+                    dir = openat2(
+                        self.root,
+                        prefix.as_str(),
+                        resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+                    )
+                    .map_err(Error::sys(format!("opening directory {prefix}")))?;
                 }
                 Err(e) => return Err(Error::sys(format!("resolving {prefix} in layer"))(e)),
             }
@@ -144,7 +185,7 @@ impl Extractor<'_> {
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
         let raw_path = entry.path_bytes().into_owned();
-        let display = String::from_utf8_lossy(&raw_path).into_owned();
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
         let mut parts = clean_path(&raw_path)?;
         let Some(name) = parts.pop() else {
             // The root itself (`./`): its metadata belongs to the image's `/`, keep ours.
@@ -156,25 +197,44 @@ impl Extractor<'_> {
         let kind = header.entry_type();
 
         if name == OPAQUE_MARKER {
-            let dir = openat(parent, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(Error::sys(format!("opening directory of {display}")))?;
-            return fsetxattr(dir.as_fd(), OPAQUE_XATTR, b"y").map_err(Error::sys(format!("marking {display} opaque")));
+            let dir = openat(
+                parent,
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(Error::sys(format!("opening directory of {shown}")))?;
+            return fsetxattr(dir.as_fd(), OPAQUE_XATTR, b"y")
+                .map_err(Error::sys(format!("marking {shown} opaque")));
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
             if hidden.is_empty() || hidden == "." || hidden == ".." {
-                return Err(Error::UnsafeEntry { path: display, reason: "malformed whiteout".into() });
+                return Err(Error::UnsafeEntry {
+                    path: shown,
+                    reason: "malformed whiteout".into(),
+                });
             }
             remove_existing(parent, hidden, false)?;
             return mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), 0)
-                .map_err(Error::sys(format!("creating whiteout for {display}")));
+                .map_err(Error::sys(format!("creating whiteout for {shown}")));
         }
 
-        let mode = Mode::from_bits_truncate(header.mode().map_err(Error::io("reading mode of", &display))? & 0o7777);
-        let uid = header.uid().map_err(Error::io("reading uid of", &display))? as u32;
-        let gid = header.gid().map_err(Error::io("reading gid of", &display))? as u32;
-        let mtime = TimeSpec::new(header.mtime().map_err(Error::io("reading mtime of", &display))? as i64, 0);
+        let mode = Mode::from_bits_truncate(
+            header
+                .mode()
+                .map_err(Error::io("reading mode of", &shown))?
+                & 0o7777,
+        );
+        let uid = header.uid().map_err(Error::io("reading uid of", &shown))? as u32;
+        let gid = header.gid().map_err(Error::io("reading gid of", &shown))? as u32;
+        let mtime = TimeSpec::new(
+            header
+                .mtime()
+                .map_err(Error::io("reading mtime of", &shown))? as i64,
+            0,
+        );
         let owner = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
-        let xattrs = read_xattrs(&mut entry, &display)?;
+        let xattrs = read_xattrs(&mut entry, &shown)?;
 
         match kind {
             EntryType::Directory => {
@@ -182,13 +242,20 @@ impl Extractor<'_> {
                     Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR);
                 if !is_dir {
                     remove_existing(parent, &name, true)?;
-                    mkdirat(parent, name.as_str(), mode).map_err(Error::sys(format!("creating {display}")))?;
+                    mkdirat(parent, name.as_str(), mode)
+                        .map_err(Error::sys(format!("creating {shown}")))?;
                 }
-                let dir = openat(parent, name.as_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                    .map_err(Error::sys(format!("opening {display}")))?;
-                fchown(dir.as_fd(), owner.0, owner.1).map_err(Error::sys(format!("chown {display}")))?;
-                fchmod(dir.as_fd(), mode).map_err(Error::sys(format!("chmod {display}")))?;
-                set_xattrs(dir.as_fd(), &xattrs, &display)?;
+                let dir = openat(
+                    parent,
+                    name.as_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(Error::sys(format!("opening {shown}")))?;
+                fchown(dir.as_fd(), owner.0, owner.1)
+                    .map_err(Error::sys(format!("chown {shown}")))?;
+                fchmod(dir.as_fd(), mode).map_err(Error::sys(format!("chmod {shown}")))?;
+                set_xattrs(dir.as_fd(), &xattrs, &shown)?;
                 let mut full = parts.clone();
                 full.push(name);
                 self.dir_times.push((full.join("/"), mtime));
@@ -199,44 +266,83 @@ impl Extractor<'_> {
                 let fd = openat(
                     parent,
                     name.as_str(),
-                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
-                .map_err(Error::sys(format!("creating {display}")))?;
+                .map_err(Error::sys(format!("creating {shown}")))?;
                 let mut file = File::from(fd);
-                io::copy(&mut entry, &mut file).map_err(Error::io("writing layer file", &display))?;
+                io::copy(&mut entry, &mut file).map_err(Error::io("writing layer file", &shown))?;
                 // chown first: it clears setuid/setgid bits that chmod then restores.
-                fchown(file.as_fd(), owner.0, owner.1).map_err(Error::sys(format!("chown {display}")))?;
-                fchmod(file.as_fd(), mode).map_err(Error::sys(format!("chmod {display}")))?;
-                set_xattrs(file.as_fd(), &xattrs, &display)?;
-                nix::sys::stat::futimens(file.as_fd(), &mtime, &mtime).map_err(Error::sys(format!("setting mtime of {display}")))?;
+                fchown(file.as_fd(), owner.0, owner.1)
+                    .map_err(Error::sys(format!("chown {shown}")))?;
+                fchmod(file.as_fd(), mode).map_err(Error::sys(format!("chmod {shown}")))?;
+                set_xattrs(file.as_fd(), &xattrs, &shown)?;
+                nix::sys::stat::futimens(file.as_fd(), &mtime, &mtime)
+                    .map_err(Error::sys(format!("setting mtime of {shown}")))?;
                 return Ok(());
             }
             EntryType::Symlink => {
-                let target = entry.link_name_bytes().ok_or_else(|| Error::UnsafeEntry { path: display.clone(), reason: "symlink without target".into() })?;
+                let target = entry.link_name_bytes().ok_or_else(|| Error::UnsafeEntry {
+                    path: shown.clone(),
+                    reason: "symlink without target".into(),
+                })?;
                 // The target is stored as written: it is resolved later inside the
                 // container's root, never by us while unpacking.
                 let target = OsStr::from_bytes(&target).to_owned();
                 remove_existing(parent, &name, true)?;
-                symlinkat(target.as_os_str(), parent, name.as_str()).map_err(Error::sys(format!("creating symlink {display}")))?;
+                symlinkat(target.as_os_str(), parent, name.as_str())
+                    .map_err(Error::sys(format!("creating symlink {shown}")))?;
             }
             EntryType::Link => {
-                let target = entry.link_name_bytes().ok_or_else(|| Error::UnsafeEntry { path: display.clone(), reason: "hardlink without target".into() })?;
+                let target = entry.link_name_bytes().ok_or_else(|| Error::UnsafeEntry {
+                    path: shown.clone(),
+                    reason: "hardlink without target".into(),
+                })?;
                 let mut target_parts = clean_path(&target)?;
                 let Some(target_name) = target_parts.pop() else {
-                    return Err(Error::UnsafeEntry { path: display, reason: "hardlink to the layer root".into() });
+                    return Err(Error::UnsafeEntry {
+                        path: shown,
+                        reason: "hardlink to the layer root".into(),
+                    });
                 };
-                let target_dir = openat2(self.root, dir_path(&target_parts).as_str(), resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY))
-                    .map_err(|e| Error::UnsafeEntry { path: display.clone(), reason: format!("hardlink target not in this layer: {e}") })?;
-                let st = fstatat(target_dir.as_fd(), target_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::UnsafeEntry { path: display.clone(), reason: format!("hardlink target not in this layer: {e}") })?;
+                let target_dir = openat2(
+                    self.root,
+                    dir_path(&target_parts).as_str(),
+                    resolve_how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+                )
+                .map_err(|e| Error::UnsafeEntry {
+                    path: shown.clone(),
+                    reason: format!("hardlink target not in this layer: {e}"),
+                })?;
+                let st = fstatat(
+                    target_dir.as_fd(),
+                    target_name.as_str(),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| Error::UnsafeEntry {
+                    path: shown.clone(),
+                    reason: format!("hardlink target not in this layer: {e}"),
+                })?;
                 if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-                    return Err(Error::UnsafeEntry { path: display, reason: "hardlink to a directory".into() });
+                    return Err(Error::UnsafeEntry {
+                        path: shown,
+                        reason: "hardlink to a directory".into(),
+                    });
                 }
                 remove_existing(parent, &name, true)?;
                 // Without AT_SYMLINK_FOLLOW a symlink target is linked as the symlink itself.
-                return linkat(target_dir.as_fd(), target_name.as_str(), parent, name.as_str(), AtFlags::empty())
-                    .map_err(Error::sys(format!("creating hardlink {display}")));
+                return linkat(
+                    target_dir.as_fd(),
+                    target_name.as_str(),
+                    parent,
+                    name.as_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(Error::sys(format!("creating hardlink {shown}")));
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let file_type = match kind {
@@ -247,35 +353,62 @@ impl Extractor<'_> {
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
                 remove_existing(parent, &name, true)?;
-                mknodat(parent, name.as_str(), file_type, mode, libc::makedev(major, minor))
-                    .map_err(Error::sys(format!("creating device {display}")))?;
+                mknodat(
+                    parent,
+                    name.as_str(),
+                    file_type,
+                    mode,
+                    libc::makedev(major, minor),
+                )
+                .map_err(Error::sys(format!("creating device {shown}")))?;
                 fchmodat(parent, name.as_str(), mode, FchmodatFlags::NoFollowSymlink)
-                    .map_err(Error::sys(format!("chmod {display}")))?;
+                    .map_err(Error::sys(format!("chmod {shown}")))?;
             }
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => return Ok(()),
+            EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink => return Ok(()),
             other => {
-                tracing::warn!(path = %display, kind = ?other, "skipping unsupported tar entry type");
+                tracing::warn!(path = %shown, kind = ?other, "skipping unsupported tar entry type");
                 return Ok(());
             }
         }
         // Symlinks and device nodes: no fd to hold, so work by name with NOFOLLOW.
-        fchownat(parent, name.as_str(), owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(Error::sys(format!("chown {display}")))?;
+        fchownat(
+            parent,
+            name.as_str(),
+            owner.0,
+            owner.1,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(Error::sys(format!("chown {shown}")))?;
         if !xattrs.is_empty() {
             let proc_path = format!("/proc/self/fd/{}/{}", parent.as_raw_fd(), name);
             for (key, value) in &xattrs {
-                lsetxattr(&proc_path, key, value).map_err(Error::sys(format!("setting xattr {key} on {display}")))?;
+                lsetxattr(&proc_path, key, value)
+                    .map_err(Error::sys(format!("setting xattr {key} on {shown}")))?;
             }
         }
-        nix::sys::stat::utimensat(parent, name.as_str(), &mtime, &mtime, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
-            .map_err(Error::sys(format!("setting mtime of {display}")))
+        nix::sys::stat::utimensat(
+            parent,
+            name.as_str(),
+            &mtime,
+            &mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(Error::sys(format!("setting mtime of {shown}")))
     }
 
     fn finish(&mut self) -> Result<()> {
         for (path, mtime) in self.dir_times.iter().rev() {
             // Re-resolved beneath the root: a later entry may have replaced the dir.
-            if let Ok(dir) = openat2(self.root, path.as_str(), resolve_how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)) {
-                nix::sys::stat::futimens(dir.as_fd(), mtime, mtime).map_err(Error::sys(format!("setting mtime of {path}")))?;
+            if let Ok(dir) = openat2(
+                self.root,
+                path.as_str(),
+                resolve_how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+            ) {
+                nix::sys::stat::futimens(dir.as_fd(), mtime, mtime)
+                    .map_err(Error::sys(format!("setting mtime of {path}")))?;
             }
         }
         Ok(())
@@ -309,15 +442,25 @@ fn remove_existing(parent: BorrowedFd<'_>, name: &str, recursive: bool) -> Resul
 /// Extended attributes from PAX `SCHILY.xattr.*` records, minus overlayfs' own:
 /// a layer that set trusted.overlay.redirect or .metacopy could make the overlay
 /// serve files from elsewhere, so only the unpacker itself may write those.
-fn read_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, display: &str) -> Result<Vec<(String, Vec<u8>)>> {
+fn read_xattrs<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    shown: &str,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    if let Some(exts) = entry.pax_extensions().map_err(Error::io("reading pax headers of", display))? {
+    if let Some(exts) = entry
+        .pax_extensions()
+        .map_err(Error::io("reading pax headers of", shown))?
+    {
         for ext in exts {
-            let ext = ext.map_err(Error::io("reading pax headers of", display))?;
+            let ext = ext.map_err(Error::io("reading pax headers of", shown))?;
             let Ok(key) = ext.key() else { continue };
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 if name.starts_with("trusted.overlay.") {
-                    tracing::warn!(path = display, xattr = name, "dropping overlayfs xattr from layer");
+                    tracing::warn!(
+                        path = shown,
+                        xattr = name,
+                        "dropping overlayfs xattr from layer"
+                    );
                     continue;
                 }
                 out.push((name.to_string(), ext.value_bytes().to_vec()));
@@ -327,9 +470,9 @@ fn read_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, display: &str) -> Result<
     Ok(out)
 }
 
-fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(String, Vec<u8>)], display: &str) -> Result<()> {
+fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(String, Vec<u8>)], shown: &str) -> Result<()> {
     for (key, value) in xattrs {
-        fsetxattr(fd, key, value).map_err(Error::sys(format!("setting xattr {key} on {display}")))?;
+        fsetxattr(fd, key, value).map_err(Error::sys(format!("setting xattr {key} on {shown}")))?;
     }
     Ok(())
 }
@@ -337,7 +480,15 @@ fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(String, Vec<u8>)], display: &str) -
 fn fsetxattr(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> nix::Result<()> {
     let key = CString::new(key).map_err(|_| Errno::EINVAL)?;
     // SAFETY: valid fd, NUL-terminated name, and a pointer/length pair from a slice.
-    let rc = unsafe { libc::fsetxattr(fd.as_raw_fd(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            key.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     Errno::result(rc).map(drop)
 }
 
@@ -345,7 +496,15 @@ fn lsetxattr(path: &str, key: &str, value: &[u8]) -> nix::Result<()> {
     let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
     let key = CString::new(key).map_err(|_| Errno::EINVAL)?;
     // SAFETY: NUL-terminated strings and a pointer/length pair from a slice.
-    let rc = unsafe { libc::lsetxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            key.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     Errno::result(rc).map(drop)
 }
 
@@ -355,7 +514,14 @@ pub fn get_xattr(path: &Path, key: &str) -> Option<Vec<u8>> {
     let key = CString::new(key).ok()?;
     let mut buf = vec![0u8; 256];
     // SAFETY: NUL-terminated strings and a buffer we own with its true length.
-    let n = unsafe { libc::lgetxattr(path.as_ptr(), key.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            key.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n < 0 {
         return None;
     }

@@ -28,7 +28,9 @@ pub fn dir_usage(root: &Path) -> Usage {
     let mut usage = Usage::default();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if seen.insert((meta.dev(), meta.ino())) {
             usage.bytes += meta.blocks() * 512;
             usage.inodes += 1;

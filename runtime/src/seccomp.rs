@@ -17,7 +17,9 @@
 //! makes it the job of `process.noNewPrivileges`. Without it, loading a filter requires
 //! CAP_SYS_ADMIN, which the container process still holds at that point.
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator, LinuxSyscall,
@@ -29,7 +31,9 @@ const SYSCALL_MAX_ARGS: usize = 6;
 /// Why a seccomp profile could not be compiled or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("seccomp action SCMP_ACT_NOTIFY is not supported: peapod has no seccomp notify listener")]
+    #[error(
+        "seccomp action SCMP_ACT_NOTIFY is not supported: peapod has no seccomp notify listener"
+    )]
     NotifyUnsupported,
     #[error("seccomp architecture {0:?} is not supported by this build of libseccomp: {1}")]
     Architecture(Arch, #[source] libseccomp::error::SeccompError),

@@ -1,1 +1,108 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for peapod's end-to-end tests: busybox bundles, unique names, and the paths of
+//! the binaries under test.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{json, Value};
+
+/// The workspace root (tests run with the package directory as cwd).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A name no other test in this run (or a concurrent run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// An OCI bundle with a busybox root filesystem in a temporary directory.
+pub struct Bundle {
+    dir: tempfile::TempDir,
+    pub config: Value,
+}
+
+impl Bundle {
+    /// A bundle that runs `args` with runc's default isolation (new pid, net, ipc, uts, mount and
+    /// cgroup namespaces, the usual mounts, masked and read-only paths) but no terminal.
+    pub fn new(args: &[&str]) -> Bundle {
+        let dir = tempfile::Builder::new().prefix("peapod-bundle-").tempdir().expect("tempdir");
+        let status = Command::new(workspace_root().join("scripts/mk-busybox-rootfs"))
+            .arg(dir.path().join("rootfs"))
+            .status()
+            .expect("running scripts/mk-busybox-rootfs");
+        assert!(status.success(), "mk-busybox-rootfs failed");
+        Bundle { dir, config: default_config(args) }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// Write config.json (call after editing `config`).
+    pub fn write(&self) -> &Self {
+        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap())
+            .expect("writing config.json");
+        self
+    }
+}
+
+/// The default capability set of runc and containerd.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+pub fn default_config(args: &[&str]) -> Value {
+    json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": DEFAULT_CAPS, "effective": DEFAULT_CAPS, "permitted": DEFAULT_CAPS
+            },
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+            "noNewPrivileges": true
+        },
+        "root": { "path": "rootfs", "readonly": false },
+        "hostname": "peapod-test",
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] },
+            { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }
+        ],
+        "linux": {
+            "namespaces": [
+                { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
+                { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" }
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    })
+}
+
+/// Mount points of the host (this test's mount namespace), for leak checks.
+pub fn host_mounts() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+}

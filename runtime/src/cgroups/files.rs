@@ -34,9 +34,7 @@ pub(crate) fn write_if_exists(
 ) -> Result<bool, CgroupError> {
     match write(dir, file, value) {
         Ok(()) => Ok(true),
-        Err(CgroupError::Write { source, .. }) if source.kind() == ErrorKind::NotFound => {
-            Ok(false)
-        }
+        Err(CgroupError::Write { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -203,7 +201,10 @@ mod tests {
     #[test]
     fn levels_lists_every_ancestor() {
         let got = levels(Path::new("/r"), Path::new("a/b/c"));
-        let want: Vec<PathBuf> = ["/r/a", "/r/a/b", "/r/a/b/c"].iter().map(PathBuf::from).collect();
+        let want: Vec<PathBuf> = ["/r/a", "/r/a/b", "/r/a/b/c"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
         assert_eq!(got, want);
     }
 
@@ -219,6 +220,8 @@ mod tests {
         pids.sort();
         assert_eq!(pids, vec![1, 2, 3]);
         assert_eq!(cgroup_tree(&top).unwrap().len(), 4);
-        assert!(procs_in_tree(&tmp.path().join("missing")).unwrap().is_empty());
+        assert!(procs_in_tree(&tmp.path().join("missing"))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -6,7 +6,7 @@
 //! cgroups-rs is used for what it does well: detecting the cgroup mode
 //! ([`cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode`]). Its `FsManager` /
 //! `fs::Cgroup` layer does not fit the container lifecycle, so the interface files are
-//! written directly (they are one-line writes) in [`v1`] and [`v2`]:
+//! written directly (they are one-line writes) in `v1.rs` and `v2.rs`:
 //! - its v2 root is fixed to /sys/fs/cgroup and its v1 hierarchies come from the process's
 //!   own mountinfo, so the logic cannot be exercised against a test tree;
 //! - several reads silently turn errors into zeros (`memory_stat()`), and many errors do
@@ -85,7 +85,9 @@ pub enum CgroupError {
         what: &'static str,
         version: CgroupVersion,
     },
-    #[error("cgroup {path} did not freeze within {FREEZE_TIMEOUT:?} (state {state:?}); thawed it again")]
+    #[error(
+        "cgroup {path} did not freeze within {FREEZE_TIMEOUT:?} (state {state:?}); thawed it again"
+    )]
     FreezeTimeout { path: PathBuf, state: String },
     #[error("removing cgroup {path}: {source} (processes still inside after SIGKILL: {pids:?})")]
     Remove {
@@ -349,9 +351,17 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Best effort: what cannot be killed now is retried by the caller's loop.
+    /// Best effort: what cannot be killed now is retried by the caller's loop. A frozen
+    /// v1 task cannot die, so v1 cgroups are thawed first (v2 delivers SIGKILL to frozen
+    /// tasks).
     fn kill_all(&self) {
-        if let Err(e) = self.thaw() {
+        if let Backend::V2(c) = &self.backend {
+            // cgroup.kill (Linux 5.14) kills the whole subtree at once, without racing
+            // against forks; the per-pid loop below remains for older kernels.
+            if let Err(e) = files::write_if_exists(c.dir(), "cgroup.kill", 1) {
+                tracing::debug!(cgroup = %self.path, error = %e, "cgroup.kill failed");
+            }
+        } else if let Err(e) = self.thaw() {
             tracing::debug!(cgroup = %self.path, error = %e, "thaw before kill failed");
         }
         let pids = match self.procs() {
@@ -418,7 +428,10 @@ mod tests {
             relative_path("/kubepods/pod1/ctr").unwrap(),
             PathBuf::from("kubepods/pod1/ctr")
         );
-        assert_eq!(relative_path("peapod/ctr").unwrap(), PathBuf::from("peapod/ctr"));
+        assert_eq!(
+            relative_path("peapod/ctr").unwrap(),
+            PathBuf::from("peapod/ctr")
+        );
         assert!(relative_path("/a/../../etc").is_err());
         assert!(relative_path("/").is_err());
         assert!(relative_path("").is_err());
@@ -430,7 +443,11 @@ mod tests {
             .unwrap()
             .lines()
             .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup") && l.contains(" - cgroup2 "));
-        let want = if on_v2 { CgroupVersion::V2 } else { CgroupVersion::V1 };
+        let want = if on_v2 {
+            CgroupVersion::V2
+        } else {
+            CgroupVersion::V1
+        };
         assert_eq!(version(), want);
     }
 }

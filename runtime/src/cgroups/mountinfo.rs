@@ -132,9 +132,21 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("/sys/fs/cgroup/cpu,cpuacct".into(), "cgroup".into(), "cpu,cpuacct".into()),
-                ("/sys/fs/cgroup/cpuset".into(), "cgroup".into(), "cpuset".into()),
-                ("/sys/fs/cgroup/systemd".into(), "cgroup".into(), "name=systemd".into()),
+                (
+                    "/sys/fs/cgroup/cpu,cpuacct".into(),
+                    "cgroup".into(),
+                    "cpu,cpuacct".into()
+                ),
+                (
+                    "/sys/fs/cgroup/cpuset".into(),
+                    "cgroup".into(),
+                    "cpuset".into()
+                ),
+                (
+                    "/sys/fs/cgroup/systemd".into(),
+                    "cgroup".into(),
+                    "name=systemd".into()
+                ),
                 ("/sys/fs/cgroup/unified".into(), "cgroup2".into(), "".into()),
             ]
         );

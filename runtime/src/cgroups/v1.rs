@@ -118,7 +118,11 @@ impl V1Cgroup {
         if let Some(block_io) = resources.block_io() {
             self.apply_block_io(block_io)?;
         }
-        if let Some(limits) = resources.hugepage_limits().as_deref().filter(|l| !l.is_empty()) {
+        if let Some(limits) = resources
+            .hugepage_limits()
+            .as_deref()
+            .filter(|l| !l.is_empty())
+        {
             if let Some(dir) = self.optional("hugetlb") {
                 for limit in limits {
                     let file = format!("hugetlb.{}.limit_in_bytes", limit.page_size());
@@ -213,6 +217,7 @@ impl V1Cgroup {
     }
 
     fn apply_memory(&self, memory: &LinuxMemory) -> Result<(), CgroupError> {
+        // kernel and kernelTCP limits are deprecated (and gone in Linux 6.x): ignored, as runc does.
         let dir = self.require("memory")?;
         let limit = memory.limit().unwrap_or(0);
         let mut swap = memory.swap().unwrap_or(0);
@@ -291,10 +296,22 @@ impl V1Cgroup {
             }
         }
         let throttles = [
-            ("blkio.throttle.read_bps_device", block_io.throttle_read_bps_device()),
-            ("blkio.throttle.write_bps_device", block_io.throttle_write_bps_device()),
-            ("blkio.throttle.read_iops_device", block_io.throttle_read_iops_device()),
-            ("blkio.throttle.write_iops_device", block_io.throttle_write_iops_device()),
+            (
+                "blkio.throttle.read_bps_device",
+                block_io.throttle_read_bps_device(),
+            ),
+            (
+                "blkio.throttle.write_bps_device",
+                block_io.throttle_write_bps_device(),
+            ),
+            (
+                "blkio.throttle.read_iops_device",
+                block_io.throttle_read_iops_device(),
+            ),
+            (
+                "blkio.throttle.write_iops_device",
+                block_io.throttle_write_iops_device(),
+            ),
         ];
         for (file, devices) in throttles {
             for device in devices.iter().flatten() {
@@ -372,7 +389,8 @@ impl V1Cgroup {
                 _ => {
                     let stat = files::read(dir, "cpuacct.stat")?;
                     let ns_per_tick = nanoseconds_per_tick();
-                    stats.cpu_user_ns = files::keyed_value(&stat, "user").unwrap_or(0) * ns_per_tick;
+                    stats.cpu_user_ns =
+                        files::keyed_value(&stat, "user").unwrap_or(0) * ns_per_tick;
                     stats.cpu_system_ns =
                         files::keyed_value(&stat, "system").unwrap_or(0) * ns_per_tick;
                 }
@@ -393,8 +411,9 @@ impl V1Cgroup {
             };
             stats.memory_rss_bytes = value("rss");
             stats.memory_cache_bytes = value("cache");
-            stats.memory_working_set_bytes =
-                stats.memory_usage_bytes.saturating_sub(value("inactive_file"));
+            stats.memory_working_set_bytes = stats
+                .memory_usage_bytes
+                .saturating_sub(value("inactive_file"));
             stats.oom_kills = self.oom_kills()?;
         }
 
@@ -444,9 +463,16 @@ fn apply_devices(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupEr
             rule.typ().unwrap_or_default().as_str(),
             number(rule.major()),
             number(rule.minor()),
-            rule.access().as_deref().filter(|a| !a.is_empty()).unwrap_or("rwm"),
+            rule.access()
+                .as_deref()
+                .filter(|a| !a.is_empty())
+                .unwrap_or("rwm"),
         );
-        let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
+        let file = if rule.allow() {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
         files::write(dir, file, line)?;
     }
     Ok(())
@@ -466,4 +492,177 @@ fn nanoseconds_per_tick() -> u64 {
         .filter(|t| *t > 0)
         .unwrap_or(100);
     1_000_000_000 / ticks_per_second as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder,
+        LinuxMemoryBuilder, LinuxResourcesBuilder,
+    };
+
+    use super::*;
+    use crate::cgroups::{Cgroup, Layout};
+
+    /// Mountpoint name, its controllers, and interface files with their contents.
+    type FakeHierarchy = (
+        &'static str,
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+    );
+
+    /// Fake v1 hierarchies in `root`, with the files the kernel would create in the
+    /// cgroup "pod/ctr". Memory has no memsw files: swap accounting is off.
+    fn fake_hierarchies(root: &Path) -> Vec<CgroupMount> {
+        let hierarchies: [FakeHierarchy; 4] = [
+            (
+                "cpu,cpuacct",
+                &["cpu", "cpuacct"],
+                &[
+                    ("cpu.shares", "1024"),
+                    ("cpu.cfs_quota_us", "-1"),
+                    ("cpu.cfs_period_us", "100000"),
+                ],
+            ),
+            (
+                "cpuset",
+                &["cpuset"],
+                &[("cpuset.cpus", ""), ("cpuset.mems", "")],
+            ),
+            (
+                "memory",
+                &["memory"],
+                &[
+                    ("memory.limit_in_bytes", "9223372036854771712"),
+                    ("memory.soft_limit_in_bytes", "9223372036854771712"),
+                    ("memory.swappiness", "60"),
+                ],
+            ),
+            (
+                "devices",
+                &["devices"],
+                &[("devices.allow", ""), ("devices.deny", "")],
+            ),
+        ];
+        let mut mounts = Vec::new();
+        for (name, controllers, interface_files) in hierarchies {
+            let mountpoint = root.join(name);
+            for dir in [mountpoint.join("pod"), mountpoint.join("pod/ctr")] {
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(dir.join("cgroup.procs"), "").unwrap();
+                for (file, content) in interface_files {
+                    fs::write(dir.join(file), content).unwrap();
+                }
+            }
+            mounts.push(CgroupMount {
+                mountpoint,
+                fstype: "cgroup".to_string(),
+                controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            });
+        }
+        fs::write(root.join("cpuset/cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(root.join("cpuset/cpuset.mems"), "0\n").unwrap();
+        mounts
+    }
+
+    #[test]
+    fn writes_v1_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let cgroup = Cgroup::with_layout("/pod/ctr", Layout::V1(fake_hierarchies(root))).unwrap();
+        cgroup.create().unwrap();
+        let read = |f: &str| fs::read_to_string(root.join(f)).unwrap();
+        // The new cpusets inherited the root's CPUs and memory nodes, level by level.
+        assert_eq!(read("cpuset/pod/cpuset.cpus"), "0-1");
+        assert_eq!(read("cpuset/pod/ctr/cpuset.mems"), "0");
+
+        let resources = LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(256u64)
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .build()
+                    .unwrap(),
+            )
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64i64 << 20)
+                    .swap(128i64 << 20)
+                    .swappiness(10u64)
+                    .build()
+                    .unwrap(),
+            )
+            .devices(vec![
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(false)
+                    .access("rwm")
+                    .build()
+                    .unwrap(),
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(true)
+                    .typ(LinuxDeviceType::C)
+                    .major(1i64)
+                    .minor(3i64)
+                    .access("rw")
+                    .build()
+                    .unwrap(),
+            ])
+            // No hugetlb hierarchy here: ignored with a warning.
+            .hugepage_limits(vec![LinuxHugepageLimitBuilder::default()
+                .page_size("2MB")
+                .limit(0i64)
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap();
+        cgroup.apply(&resources).unwrap();
+
+        assert_eq!(read("cpu,cpuacct/pod/ctr/cpu.shares"), "256");
+        assert_eq!(read("cpu,cpuacct/pod/ctr/cpu.cfs_quota_us"), "50000");
+        // Swap accounting is off: the swap limit is skipped, the memory limit is set.
+        assert_eq!(
+            read("memory/pod/ctr/memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert!(!root
+            .join("memory/pod/ctr/memory.memsw.limit_in_bytes")
+            .exists());
+        assert_eq!(read("memory/pod/ctr/memory.swappiness"), "10");
+        assert_eq!(read("devices/pod/ctr/devices.deny"), "a *:* rwm");
+        assert_eq!(read("devices/pod/ctr/devices.allow"), "c 1:3 rw");
+
+        let too_swappy = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .swappiness(101u64)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert!(matches!(
+            cgroup.apply(&too_swappy),
+            Err(CgroupError::InvalidResources { .. })
+        ));
+
+        // A controller the spec needs but the host lacks is an error that names it.
+        let pids = LinuxResourcesBuilder::default()
+            .pids(
+                oci_spec::runtime::LinuxPidsBuilder::default()
+                    .limit(5i64)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let err = cgroup.apply(&pids).unwrap_err();
+        assert!(err.to_string().contains("pids controller"), "{err}");
+
+        cgroup.add_process(42).unwrap();
+        assert_eq!(read("memory/pod/ctr/cgroup.procs"), "42");
+        assert_eq!(read("cpuset/pod/ctr/cgroup.procs"), "42");
+    }
 }

@@ -76,6 +76,9 @@ enum Command {
         /// Do not wait for the container to exit.
         #[arg(short, long)]
         detach: bool,
+        /// Keep the stopped container instead of deleting it after it exits.
+        #[arg(long)]
+        keep: bool,
     },
     /// Run another process inside a running container.
     Exec(ExecArgs),
@@ -215,13 +218,18 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Err(e) => return Err(e.into()),
         },
-        Command::Run { create: args, detach } => {
+        Command::Run { create: args, detach, keep } => {
             let tty = tty::Session::for_run(&args.bundle, args.console_socket.is_none() && !detach)?;
-            let c = create(root, CreateArgs { console_socket: tty.socket_path().or(args.console_socket.clone()), ..args }, false)?;
+            let console_socket = tty.socket_path().or(args.console_socket.clone());
+            let c = create(root, CreateArgs { console_socket, ..args }, false)?;
             if detach {
                 return Ok(0);
             }
-            return wait_foreground(Pid::from_raw(c.pid()), tty);
+            let code = wait_foreground(Pid::from_raw(c.pid()), tty)?;
+            if !keep {
+                c.delete(false)?;
+            }
+            return Ok(code);
         }
         Command::Exec(args) => return exec_cmd(root, args),
         Command::List { format, quiet } => list(root, format, quiet)?,

@@ -1,0 +1,199 @@
+//! `exec` requests: a process run in the container whose output is collected and returned with
+//! its exit code, as CRI's ExecSync wants. The process is a child of the shim; the event loop
+//! reads its output and reaps it, so a long exec never holds up anything else.
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{pipe2, Pid};
+use oci_spec::runtime::Process;
+use peapod_runtime::shim_protocol::{base64, ExecResult, EXEC_OUTPUT_LIMIT};
+use peapod_runtime::{Container, ExecOptions, Stdio};
+
+use crate::terminal::ConsoleSocket;
+
+/// After the process exited, how long we still wait for its output pipes to close: a background
+/// process it left behind may hold them open for ever.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// How a process ended: its exit code (128 + signal when killed) and the signal, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    pub code: i32,
+    pub signal: Option<i32>,
+}
+
+pub struct ExecJob {
+    /// The client waiting for the answer.
+    pub client: u64,
+    pub pid: Pid,
+    /// Standard output (or the terminal), then standard error.
+    captures: [Capture; 2],
+    truncated: bool,
+    deadline: Option<Instant>,
+    timed_out: bool,
+    ending: Option<(Ending, Instant)>,
+}
+
+#[derive(Default)]
+struct Capture {
+    /// `None` once the stream has ended (or for a terminal's absent stderr).
+    fd: Option<OwnedFd>,
+    data: Vec<u8>,
+}
+
+impl ExecJob {
+    pub fn start(
+        container: &Container,
+        mut process: Process,
+        timeout: Option<Duration>,
+        tty: bool,
+        client: u64,
+    ) -> Result<ExecJob> {
+        process.set_terminal(Some(tty));
+        let (captures, pid) = if tty {
+            let console = ConsoleSocket::bind()?;
+            let opts = ExecOptions {
+                console_socket: Some(console.path()),
+                ..Default::default()
+            };
+            let pid = container.exec(&process, opts)?;
+            let master = match console.receive() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    return Err(e);
+                }
+            };
+            nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .context("configuring the terminal")?;
+            ([Capture::new(master), Capture::default()], pid)
+        } else {
+            let (out_read, out_write) = nonblocking_pipe()?;
+            let (err_read, err_write) = nonblocking_pipe()?;
+            let null: OwnedFd = std::fs::File::open("/dev/null")
+                .context("opening /dev/null")?
+                .into();
+            let stdio = Stdio {
+                stdin: Some(null),
+                stdout: Some(out_write),
+                stderr: Some(err_write),
+            };
+            let pid = container.exec(
+                &process,
+                ExecOptions {
+                    stdio,
+                    ..Default::default()
+                },
+            )?;
+            ([Capture::new(out_read), Capture::new(err_read)], pid)
+        };
+        Ok(ExecJob {
+            client,
+            pid,
+            captures,
+            truncated: false,
+            deadline: timeout.map(|t| Instant::now() + t),
+            timed_out: false,
+            ending: None,
+        })
+    }
+
+    /// The open output descriptors, by index for [`ExecJob::read`].
+    pub fn fds(&self) -> impl Iterator<Item = (usize, BorrowedFd<'_>)> {
+        self.captures
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.fd.as_ref().map(|fd| (i, fd.as_fd())))
+    }
+
+    pub fn read(&mut self, index: usize, buf: &mut [u8]) {
+        let Some(capture) = self.captures.get_mut(index) else {
+            return;
+        };
+        let Some(fd) = &capture.fd else { return };
+        match nix::unistd::read(fd, buf) {
+            Ok(n @ 1..) => {
+                let keep = n.min(EXEC_OUTPUT_LIMIT.saturating_sub(capture.data.len()));
+                capture.data.extend_from_slice(&buf[..keep]);
+                self.truncated |= keep < n;
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            // End of file; EIO is how a terminal says its other side is closed.
+            Ok(_) | Err(_) => capture.fd = None,
+        }
+    }
+
+    pub fn exited(&mut self, ending: Ending) {
+        self.ending = Some((ending, Instant::now()));
+    }
+
+    /// Kill the process if its time is up.
+    pub fn enforce_timeout(&mut self, now: Instant) {
+        if self.ending.is_none() && !self.timed_out && self.deadline.is_some_and(|d| now >= d) {
+            tracing::info!(pid = self.pid.as_raw(), "exec timed out, killing it");
+            let _ = kill(self.pid, Signal::SIGKILL);
+            self.timed_out = true;
+        }
+    }
+
+    /// The next moment something must happen without any event: a timeout or the end of the
+    /// grace period for output.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.ending {
+            Some((_, at)) => Some(at + DRAIN_GRACE),
+            None if !self.timed_out => self.deadline,
+            None => None,
+        }
+    }
+
+    pub fn is_done(&self, now: Instant) -> bool {
+        match self.ending {
+            Some((_, at)) => self.fds().next().is_none() || now >= at + DRAIN_GRACE,
+            None => false,
+        }
+    }
+
+    /// Stop caring: the client went away. The process is killed; the reaper collects it.
+    pub fn cancel(self) {
+        if self.ending.is_none() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+    }
+
+    pub fn result(self) -> ExecResult {
+        let ending = self.ending.map(|(e, _)| e).unwrap_or(Ending {
+            code: -1,
+            signal: None,
+        });
+        let [stdout, stderr] = &self.captures;
+        ExecResult {
+            exit_code: ending.code,
+            signal: ending.signal,
+            timed_out: self.timed_out,
+            stdout: base64::encode(&stdout.data),
+            stderr: base64::encode(&stderr.data),
+            truncated: self.truncated,
+        }
+    }
+}
+
+impl Capture {
+    fn new(fd: OwnedFd) -> Capture {
+        Capture {
+            fd: Some(fd),
+            data: Vec::new(),
+        }
+    }
+}
+
+fn nonblocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC).context("creating a pipe")?;
+    // Only our end is non-blocking: the process gets an ordinary pipe.
+    nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .context("configuring a pipe")?;
+    Ok((read, write))
+}

@@ -1,0 +1,517 @@
+//! The shim's event loop: one thread, one poll(2) over the signal pipe, the control socket, its
+//! clients, the container's output and the output of running execs.
+//!
+//! Nothing in the loop waits for anything but poll, except the runtime library's own short,
+//! bounded steps (start, exec's handshake); that is what keeps a hung client, a chatty container
+//! and a long exec from delaying each other.
+use std::io::ErrorKind;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use peapod_runtime::shim_protocol::{ExitInfo, Op, Request, Response, PROTOCOL_VERSION};
+use peapod_runtime::{signal, Container, Status};
+
+use crate::clients::Client;
+use crate::execs::{Ending, ExecJob};
+use crate::output::{Flow, Log, Output, READ_SIZE};
+use crate::signals::Signals;
+
+/// After the init exited, how long its output may still take to reach the log before the exit
+/// is published anyway (a process that escaped its PID namespace may hold the pipe).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// Once the container has exited, how often we look whether it has been deleted.
+const DELETED_CHECK: Duration = Duration::from_secs(1);
+
+/// Where the shim keeps what outlives it.
+pub struct Paths {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub exit_file: PathBuf,
+}
+
+pub struct Shim {
+    pub paths: Paths,
+    /// `None` once deleted.
+    pub container: Option<Container>,
+    pub id: String,
+    pub init: Pid,
+    pub signals: Signals,
+    pub listener: UnixListener,
+    pub log: Log,
+    pub outputs: Vec<Output>,
+    /// The writing end of the container's stdin pipe, held so that the container does not see
+    /// end-of-file (`--stdin`).
+    pub _stdin: Option<OwnedFd>,
+    pub clients: Vec<Client>,
+    pub next_client: u64,
+    pub execs: Vec<ExecJob>,
+    /// The init was reaped; its exit is published once its output has drained.
+    pub reaped: Option<(ExitInfo, Instant)>,
+    pub exit: Option<ExitInfo>,
+    /// Clients whose `wait` is answered at the exit.
+    pub waiting: Vec<u64>,
+    /// The client whose `delete` is carried out at the exit.
+    pub deleting: Option<u64>,
+    pub shutdown: bool,
+}
+
+/// What a poll result refers to.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Signals,
+    Listener,
+    Output(usize),
+    Client(usize),
+    Exec(usize, usize),
+}
+
+impl Shim {
+    pub fn run(mut self) -> Result<()> {
+        let mut buf = vec![0u8; READ_SIZE];
+        tracing::info!(id = %self.id, pid = self.init.as_raw(), "serving");
+        while !self.should_exit() {
+            for (source, revents) in self.poll()? {
+                self.dispatch(source, revents, &mut buf);
+            }
+            self.housekeeping();
+        }
+        self.leave();
+        Ok(())
+    }
+
+    fn should_exit(&self) -> bool {
+        if self.container.is_none() {
+            return true;
+        }
+        if self.exit.is_none() {
+            return false;
+        }
+        // Stopped: leave when asked to or when someone deleted the container behind our back.
+        self.shutdown || !self.paths.root.join(&self.id).exists()
+    }
+
+    fn poll(&self) -> Result<Vec<(Source, PollFlags)>> {
+        let mut watched: Vec<(Source, BorrowedFd<'_>, PollFlags)> = vec![
+            (Source::Signals, self.signals.fd(), PollFlags::POLLIN),
+            (
+                Source::Listener,
+                std::os::fd::AsFd::as_fd(&self.listener),
+                PollFlags::POLLIN,
+            ),
+        ];
+        for (i, output) in self.outputs.iter().enumerate() {
+            watched.push((Source::Output(i), output.fd(), PollFlags::POLLIN));
+        }
+        for (i, client) in self.clients.iter().enumerate() {
+            watched.push((Source::Client(i), client.fd(), client.interest()));
+        }
+        for (j, job) in self.execs.iter().enumerate() {
+            for (k, fd) in job.fds() {
+                watched.push((Source::Exec(j, k), fd, PollFlags::POLLIN));
+            }
+        }
+        let mut fds: Vec<PollFd<'_>> = watched
+            .iter()
+            .map(|(_, fd, flags)| PollFd::new(*fd, *flags))
+            .collect();
+        match nix::poll::poll(&mut fds, self.timeout()) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(Vec::new()),
+            Err(e) => return Err(e).context("polling"),
+        }
+        Ok(watched
+            .iter()
+            .zip(&fds)
+            .filter_map(|((source, _, _), fd)| {
+                fd.revents().filter(|r| !r.is_empty()).map(|r| (*source, r))
+            })
+            .collect())
+    }
+
+    /// Until the next thing that happens by the clock, if anything does.
+    fn timeout(&self) -> PollTimeout {
+        let mut deadlines: Vec<Instant> = self
+            .execs
+            .iter()
+            .filter_map(ExecJob::next_deadline)
+            .collect();
+        if let Some((_, at)) = &self.reaped {
+            deadlines.push(*at + OUTPUT_GRACE);
+        }
+        let now = Instant::now();
+        if self.exit.is_some() {
+            deadlines.push(now + DELETED_CHECK);
+        }
+        match deadlines.into_iter().min() {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                // Round up, so that we do not wake a moment too early and spin.
+                let ms = at.saturating_duration_since(now).as_millis() + 1;
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        }
+    }
+
+    fn dispatch(&mut self, source: Source, revents: PollFlags, buf: &mut [u8]) {
+        match source {
+            Source::Signals => {
+                for sig in self.signals.drain() {
+                    if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+                        tracing::info!(signal = %sig, "exiting once the container has stopped");
+                        self.shutdown = true;
+                    }
+                }
+            }
+            Source::Listener => self.accept(),
+            Source::Output(i) => {
+                if let Some(output) = self.outputs.get_mut(i) {
+                    if output.pump(&mut self.log, buf) == Flow::Ended {
+                        output.ended = true;
+                    }
+                }
+            }
+            Source::Client(i) => {
+                if let Some(client) = self.clients.get_mut(i) {
+                    client.on_event(revents, buf);
+                }
+                self.serve(i);
+            }
+            Source::Exec(j, k) => {
+                if let Some(job) = self.execs.get_mut(j) {
+                    job.read(k, buf);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => match Client::new(self.next_client, stream) {
+                    Ok(client) => {
+                        self.next_client += 1;
+                        self.clients.push(client);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "setting up a client"),
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors, say: keep serving those we have.
+                    tracing::warn!(error = %e, "accepting a client");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Everything that follows from the events: reaping, timeouts, finished execs and clients,
+    /// the exit.
+    fn housekeeping(&mut self) {
+        self.outputs.retain(|o| !o.ended);
+        self.reap();
+        let now = Instant::now();
+        for job in &mut self.execs {
+            job.enforce_timeout(now);
+        }
+        let (done, running): (Vec<ExecJob>, Vec<ExecJob>) = std::mem::take(&mut self.execs)
+            .into_iter()
+            .partition(|job| job.is_done(now));
+        self.execs = running;
+        if !done.is_empty() {
+            for job in done {
+                let client = job.client;
+                let response = Response {
+                    exec: Some(job.result()),
+                    ..Response::ok()
+                };
+                self.answer_later(client, &response);
+            }
+            crate::release_free_memory();
+        }
+        self.drop_finished_clients();
+        if let Some((_, at)) = &self.reaped {
+            if self.outputs.is_empty() || now >= *at + OUTPUT_GRACE {
+                self.publish_exit();
+            }
+        }
+    }
+
+    fn drop_finished_clients(&mut self) {
+        let (gone, staying): (Vec<Client>, Vec<Client>) = std::mem::take(&mut self.clients)
+            .into_iter()
+            .partition(Client::finished);
+        self.clients = staying;
+        for client in gone {
+            self.waiting.retain(|id| *id != client.id);
+            if self.deleting == Some(client.id) {
+                // The delete still happens; only the answer has nobody to go to.
+                tracing::info!("the client asking for delete went away");
+            }
+            let (orphaned, kept): (Vec<ExecJob>, Vec<ExecJob>) = std::mem::take(&mut self.execs)
+                .into_iter()
+                .partition(|job| job.client == client.id);
+            self.execs = kept;
+            for job in orphaned {
+                tracing::info!(
+                    pid = job.pid.as_raw(),
+                    "exec client went away, killing its process"
+                );
+                job.cancel();
+            }
+        }
+    }
+
+    /// Collect every child that has ended: the init, execs, and orphans reparented to us.
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for children");
+                    return;
+                }
+                Ok(status) => status,
+            };
+            let (pid, ending) = match status {
+                WaitStatus::Exited(pid, code) => (pid, Ending { code, signal: None }),
+                WaitStatus::Signaled(pid, sig, _) => (
+                    pid,
+                    Ending {
+                        code: signal::exit_code(sig),
+                        signal: Some(sig as i32),
+                    },
+                ),
+                _ => continue,
+            };
+            if pid == self.init {
+                self.init_exited(ending);
+            } else if let Some(job) = self.execs.iter_mut().find(|job| job.pid == pid) {
+                job.exited(ending);
+            } else {
+                tracing::debug!(pid = pid.as_raw(), code = ending.code, "reaped an orphan");
+            }
+        }
+    }
+
+    fn init_exited(&mut self, ending: Ending) {
+        let oom_killed = match self
+            .container
+            .as_ref()
+            .map(|c| c.cgroup().and_then(|cg| Ok(cg.oom_kills()?)))
+        {
+            Some(Ok(kills)) => kills > 0,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading the OOM kill count");
+                false
+            }
+            None => false,
+        };
+        let info = ExitInfo {
+            pid: self.init.as_raw(),
+            exit_code: ending.code,
+            signal: ending.signal,
+            exited_at: peapod_runtime::crilog::timestamp(),
+            oom_killed,
+        };
+        tracing::info!(code = info.exit_code, signal = ?info.signal, oom_killed, "container exited");
+        self.reaped = Some((info, Instant::now()));
+    }
+
+    /// The exit is final: record it, then answer everyone who waited for it.
+    fn publish_exit(&mut self) {
+        let Some((info, _)) = self.reaped.take() else {
+            return;
+        };
+        if let Err(e) = info.write(&self.paths.exit_file) {
+            tracing::error!(error = %e, "writing the exit file");
+        }
+        self.exit = Some(info.clone());
+        let response = Response {
+            exit: Some(info),
+            ..Response::ok()
+        };
+        for client in std::mem::take(&mut self.waiting) {
+            self.answer_later(client, &response);
+        }
+        if let Some(client) = self.deleting.take() {
+            let response = self.delete();
+            self.answer_later(client, &response);
+        }
+    }
+
+    /// Answer a request that was put off, then go on with the client's next one.
+    fn answer_later(&mut self, id: u64, response: &Response) {
+        let Some(i) = self.clients.iter().position(|c| c.id == id) else {
+            return;
+        };
+        self.clients[i].busy = false;
+        self.clients[i].respond(response);
+        self.serve(i);
+    }
+
+    fn serve(&mut self, i: usize) {
+        while let Some(request) = self.clients.get_mut(i).and_then(Client::next_request) {
+            let response = match request {
+                Ok(request) => self.handle(i, request),
+                Err(message) => Some(Response::error(message)),
+            };
+            if let Some(response) = response {
+                self.clients[i].respond(&response);
+            }
+        }
+    }
+
+    /// The answer to a request, or `None` if it comes later (the client is then busy).
+    fn handle(&mut self, i: usize, request: Request) -> Option<Response> {
+        if request.version > PROTOCOL_VERSION {
+            return Some(Response::error(format!(
+                "protocol version {} is newer than this shim's {PROTOCOL_VERSION}",
+                request.version
+            )));
+        }
+        let client = self.clients[i].id;
+        tracing::debug!(client, op = ?request.op, "request");
+        let later = || None;
+        let result: Result<Option<Response>> = match request.op {
+            Op::State => self.state().map(Some),
+            Op::Start => self
+                .container()
+                .and_then(|c| Ok(c.start()?))
+                .map(|()| Some(Response::ok())),
+            Op::Kill { signal: name, all } => signal::parse(&name)
+                .map_err(anyhow::Error::from)
+                .and_then(|sig| Ok(self.container()?.kill(sig, all)?))
+                .map(|()| Some(Response::ok())),
+            Op::Exec {
+                process,
+                timeout_ms,
+                tty,
+            } => {
+                if self.reaped.is_some() || self.exit.is_some() {
+                    Err(anyhow::anyhow!("container {} has exited", self.id))
+                } else {
+                    let timeout = timeout_ms.map(Duration::from_millis);
+                    self.container()
+                        .and_then(|c| ExecJob::start(c, *process, timeout, tty, client))
+                        .map(|job| {
+                            tracing::info!(pid = job.pid.as_raw(), "exec started");
+                            self.execs.push(job);
+                            self.clients[i].busy = true;
+                            later()
+                        })
+                }
+            }
+            Op::ReopenLog => self
+                .log
+                .reopen()
+                .map(|()| Some(Response::ok()))
+                .map_err(Into::into),
+            Op::Wait => match &self.exit {
+                Some(exit) => Ok(Some(Response {
+                    exit: Some(exit.clone()),
+                    ..Response::ok()
+                })),
+                None => {
+                    self.waiting.push(client);
+                    self.clients[i].busy = true;
+                    Ok(later())
+                }
+            },
+            Op::Delete { force } => self.request_delete(i, force),
+            Op::Shutdown => {
+                tracing::info!("shutdown requested");
+                self.shutdown = true;
+                Ok(Some(Response::ok()))
+            }
+        };
+        Some(match result {
+            Ok(Some(response)) => response,
+            Ok(None) => return None,
+            Err(e) => Response::error(format!("{e:#}")),
+        })
+    }
+
+    fn container(&self) -> Result<&Container> {
+        self.container
+            .as_ref()
+            .with_context(|| format!("container {} has been deleted", self.id))
+    }
+
+    fn state(&self) -> Result<Response> {
+        let container = self.container()?;
+        let status = if self.reaped.is_some() || self.exit.is_some() {
+            Status::Stopped
+        } else {
+            container.status()?
+        };
+        Ok(Response {
+            status: Some(status),
+            pid: Some(container.pid()),
+            exit: self.exit.clone(),
+            ..Response::ok()
+        })
+    }
+
+    /// Delete now if the container has exited; otherwise (with `force`, after killing it) once
+    /// its exit is recorded, so that the exit is never lost.
+    fn request_delete(&mut self, i: usize, force: bool) -> Result<Option<Response>> {
+        if self.exit.is_some() {
+            return Ok(Some(self.delete()));
+        }
+        if self.deleting.is_some() {
+            anyhow::bail!("a delete is already in progress");
+        }
+        let container = self.container()?;
+        if self.reaped.is_none() && container.status()? != Status::Stopped {
+            if !force {
+                anyhow::bail!(
+                    "container {} is running: stop it first or delete with force",
+                    self.id
+                );
+            }
+            container.kill(Signal::SIGKILL, true)?;
+        }
+        self.deleting = Some(self.clients[i].id);
+        self.clients[i].busy = true;
+        Ok(None)
+    }
+
+    fn delete(&mut self) -> Response {
+        let Some(container) = self.container.take() else {
+            return Response::ok();
+        };
+        match container.delete(false) {
+            Ok(()) => {
+                tracing::info!("container deleted");
+                Response::ok()
+            }
+            Err(e) => {
+                // The record is still on disk: keep serving it.
+                self.container = Container::load(&self.paths.root, &self.id).ok();
+                Response::error(format!("deleting container {}: {e}", self.id))
+            }
+        }
+    }
+
+    /// Send what can still be sent and remove the socket.
+    fn leave(&mut self) {
+        tracing::info!("exiting");
+        for job in std::mem::take(&mut self.execs) {
+            job.cancel();
+        }
+        self.drop_finished_clients();
+        if let Err(e) = std::fs::remove_file(&self.paths.socket) {
+            tracing::warn!(error = %e, "removing the control socket");
+        }
+    }
+}

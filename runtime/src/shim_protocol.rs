@@ -1,0 +1,261 @@
+//! The messages between peapodd and a `peapod-shim`, and the shim's exit file.
+//!
+//! The control socket speaks one JSON object per line in each direction; docs/shim.md describes
+//! the protocol for people, this module for programs. A client sends a [`Request`] and reads one
+//! [`Response`] per request, in order.
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+use crate::state::{write_atomic, Status};
+
+/// Bumped when a change would break an existing client.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// The protocol version the client speaks; a shim refuses versions newer than its own.
+    #[serde(default = "current_version")]
+    pub version: u32,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+fn current_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+impl Request {
+    pub fn new(op: Op) -> Request {
+        Request {
+            version: PROTOCOL_VERSION,
+            op,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The container's status and pid, and how it exited once it has.
+    State,
+    /// Run the user's program of the created container.
+    Start,
+    /// Signal the init (or with `all` every process of the container).
+    Kill {
+        /// A name (`TERM`, `SIGKILL`) or a number (`"9"`).
+        signal: String,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Run a process in the container and answer with its exit code and output.
+    Exec {
+        process: Box<oci_spec::runtime::Process>,
+        /// Kill the process (SIGKILL) after this many milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// Give the process a terminal; its output then all comes as stdout.
+        #[serde(default)]
+        tty: bool,
+    },
+    /// Open the log file again (after a rotation renamed it).
+    ReopenLog,
+    /// Answered once the container has exited (with its exit), not before.
+    Wait,
+    /// Delete the stopped container (with `force`, kill it first); the shim exits afterwards.
+    Delete {
+        #[serde(default)]
+        force: bool,
+    },
+    /// Exit the shim as soon as the container has stopped.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub version: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecResult>,
+}
+
+impl Response {
+    pub fn ok() -> Response {
+        Response {
+            version: PROTOCOL_VERSION,
+            ok: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Response {
+        Response {
+            version: PROTOCOL_VERSION,
+            ok: false,
+            error: Some(message.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub pid: i32,
+    /// The exit status, or 128 + the signal number if a signal killed it (as shells report it).
+    pub exit_code: i32,
+    /// The signal that killed it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// RFC 3339 with nanoseconds, UTC.
+    pub exited_at: String,
+    /// The container's cgroup saw the OOM killer at work.
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+impl ExitInfo {
+    /// Write the exit file so that a reader sees all of it or nothing.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_vec(self).context(|| "serialising the exit".into())?;
+        write_atomic(path, &text)
+    }
+
+    /// Read an exit file; `None` if there is none (the container has not exited yet).
+    pub fn read(path: &Path) -> Result<Option<ExitInfo>> {
+        match std::fs::read(path) {
+            Ok(text) => serde_json::from_slice(&text)
+                .context(|| format!("parsing {}", path.display()))
+                .map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// The outcome of an `exec` request, as CRI's ExecSync needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// The timeout expired and the process was killed.
+    pub timed_out: bool,
+    /// Standard output, base64 (output is bytes, not necessarily text).
+    pub stdout: String,
+    /// Standard error, base64.
+    pub stderr: String,
+    /// Output beyond [`EXEC_OUTPUT_LIMIT`] bytes per stream was dropped.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// Most output kept per stream of an `exec`.
+pub const EXEC_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
+
+impl ExecResult {
+    pub fn stdout_bytes(&self) -> Result<Vec<u8>> {
+        base64::decode(&self.stdout)
+    }
+
+    pub fn stderr_bytes(&self) -> Result<Vec<u8>> {
+        base64::decode(&self.stderr)
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding): small enough to keep rather than add a dependency.
+pub mod base64 {
+    use super::{Error, Result};
+
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(text: &str) -> Result<Vec<u8>> {
+        let bad = || Error::Child(format!("invalid base64 {text:?}"));
+        let text = text.trim_end_matches('=').as_bytes();
+        let mut out = Vec::with_capacity(text.len() * 3 / 4);
+        for chunk in text.chunks(4) {
+            if chunk.len() == 1 {
+                return Err(bad());
+            }
+            let mut n = 0u32;
+            for (i, c) in chunk.iter().enumerate() {
+                let v = ALPHABET.iter().position(|a| a == c).ok_or_else(bad)? as u32;
+                n |= v << (18 - 6 * i);
+            }
+            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            out.extend_from_slice(&bytes[..chunk.len() - 1]);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64::encode(plain.as_bytes()), coded);
+            assert_eq!(base64::decode(coded).unwrap(), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64::decode(&base64::encode(&all)).unwrap(), all);
+    }
+
+    #[test]
+    fn requests_are_tagged_by_op() {
+        let r: Request = serde_json::from_str(r#"{"op":"kill","signal":"TERM"}"#).unwrap();
+        assert_eq!(r.version, PROTOCOL_VERSION);
+        assert!(matches!(r.op, Op::Kill { ref signal, all: false } if signal == "TERM"));
+        let r: Request = serde_json::from_str(
+            r#"{"version":1,"op":"exec","process":{"args":["ls"],"cwd":"/","user":{"uid":0,"gid":0}},"timeout_ms":5}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r.op,
+            Op::Exec {
+                timeout_ms: Some(5),
+                tty: false,
+                ..
+            }
+        ));
+        let text = serde_json::to_string(&Request::new(Op::ReopenLog)).unwrap();
+        assert_eq!(text, r#"{"version":1,"op":"reopen_log"}"#);
+    }
+}

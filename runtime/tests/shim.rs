@@ -1,0 +1,565 @@
+//! `peapod-shim` end to end (run as root): a real container in a busybox bundle, driven over the
+//! shim's control socket the way peapodd drives it. Every test has its own id, state root and
+//! temporary directory, so they run in parallel; the container and the shim are removed when the
+//! test ends, pass or fail.
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use peapod_runtime::cgroups::Cgroup;
+use peapod_runtime::crilog::{self, Stream, Tag};
+use peapod_runtime::shim_protocol::{ExitInfo, Response};
+use peapod_runtime::state::process_start_time;
+use peapod_runtime::Container;
+use peapod_tests::{unique, Bundle};
+use serde_json::{json, Value};
+
+/// A generous bound for things that happen "soon": tests poll, they never sleep-then-assert.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A launched shim and everything it owns, removed on drop.
+struct Shim {
+    id: String,
+    pid: i32,
+    dir: tempfile::TempDir,
+    _bundle: Bundle,
+}
+
+fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("root"),
+        dir.join("shim.sock"),
+        dir.join("logs/container.log"),
+        dir.join("exit.json"),
+    )
+}
+
+/// Run the launcher; returns its output once it has exited.
+fn launch_raw(id: &str, bundle: &Bundle, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let (root, socket, log, exit) = paths(dir);
+    Command::new(env!("CARGO_BIN_EXE_peapod-shim"))
+        .args(["--id", id, "--debug"])
+        .arg("--bundle")
+        .arg(bundle.path())
+        .arg("--root")
+        .arg(&root)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--log-path")
+        .arg(&log)
+        .arg("--exit-file")
+        .arg(&exit)
+        .args(extra)
+        .output()
+        .expect("running peapod-shim")
+}
+
+impl Shim {
+    fn launch(args: &[&str], extra: &[&str]) -> Shim {
+        let bundle = Bundle::new(args);
+        bundle.write();
+        Shim::launch_bundle(bundle, extra)
+    }
+
+    fn launch_bundle(bundle: Bundle, extra: &[&str]) -> Shim {
+        let id = unique("shim");
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-shim-test-")
+            .tempdir()
+            .unwrap();
+        let out = launch_raw(&id, &bundle, dir.path(), extra);
+        assert!(
+            out.status.success(),
+            "launcher failed: {}\nshim log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.path().join("shim.log")).unwrap_or_default()
+        );
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the launcher prints the shim's pid");
+        Shim {
+            id,
+            pid,
+            dir,
+            _bundle: bundle,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        paths(self.dir.path()).0
+    }
+
+    fn socket(&self) -> PathBuf {
+        paths(self.dir.path()).1
+    }
+
+    fn log(&self) -> PathBuf {
+        paths(self.dir.path()).2
+    }
+
+    fn exit_file(&self) -> PathBuf {
+        paths(self.dir.path()).3
+    }
+
+    fn connect(&self) -> Conn {
+        Conn::new(UnixStream::connect(self.socket()).expect("connecting to the shim"))
+    }
+
+    /// One request on a connection of its own.
+    fn request(&self, request: Value) -> Response {
+        self.connect().request(request)
+    }
+
+    fn ok(&self, request: Value) -> Response {
+        let response = self.request(request.clone());
+        assert!(response.ok, "{request} failed: {:?}", response.error);
+        response
+    }
+
+    fn wait(&self) -> ExitInfo {
+        self.ok(json!({"op": "wait"}))
+            .exit
+            .expect("wait answers with the exit")
+    }
+
+    fn alive(&self) -> bool {
+        matches!(process_start_time(self.pid), Some((_, false)))
+    }
+
+    fn wait_gone(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.alive() {
+            assert!(Instant::now() < deadline, "the shim did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log's entries, checked to be in the CRI format.
+    fn entries(&self) -> Vec<(Stream, Tag, String)> {
+        read_entries(&self.log())
+    }
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        if let Ok(container) = Container::load(&self.root(), &self.id) {
+            let _ = container.delete(true);
+        }
+        // The shim's pid could only have been reused if it had exited; its start time tells.
+        if self.alive() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A client connection.
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Conn {
+    fn new(stream: UnixStream) -> Conn {
+        Conn {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, request: &Value) {
+        let mut line = serde_json::to_vec(request).unwrap();
+        line.push(b'\n');
+        self.writer.write_all(&line).unwrap();
+    }
+
+    fn receive(&mut self) -> Response {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        assert!(line.ends_with('\n'), "the shim closed the connection");
+        let response: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(response.version, 1);
+        response
+    }
+
+    fn request(&mut self, request: Value) -> Response {
+        self.send(&request);
+        self.receive()
+    }
+}
+
+fn read_entries(path: &Path) -> Vec<(Stream, Tag, String)> {
+    let text = std::fs::read(path).unwrap_or_default();
+    text.split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let entry = crilog::parse_line(line).unwrap_or_else(|| {
+                panic!("not a CRI log line: {:?}", String::from_utf8_lossy(line))
+            });
+            assert_timestamp(entry.timestamp);
+            (
+                entry.stream,
+                entry.tag,
+                String::from_utf8_lossy(entry.text).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `2016-10-06T00:17:09.669794202Z`: RFC 3339, UTC, exactly nine fractional digits.
+fn assert_timestamp(ts: &str) {
+    let shape = ts
+        .bytes()
+        .map(|b| if b.is_ascii_digit() { b'9' } else { b })
+        .collect::<Vec<u8>>();
+    assert_eq!(shape, b"9999-99-99T99:99:99.999999999Z", "timestamp {ts:?}");
+}
+
+/// Poll until `check` holds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn process(args: &[&str]) -> Value {
+    json!({ "args": args, "cwd": "/", "env": ["PATH=/bin"], "user": { "uid": 0, "gid": 0 } })
+}
+
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn output_is_logged_in_the_cri_format() {
+    // 40000 bytes without a newline: two partial entries of 16 KiB, then the rest as a full line.
+    let script = "echo out; echo err >&2; head -c 40000 /dev/zero | tr '\\0' a; echo; printf last";
+    let shim = Shim::launch(&["sh", "-c", script], &["--start"]);
+    let exit = shim.wait();
+    assert_eq!(exit.exit_code, 0);
+
+    let entries = shim.entries();
+    let stdout: Vec<(Tag, String)> = entries
+        .iter()
+        .filter(|e| e.0 == Stream::Stdout)
+        .map(|e| (e.1, e.2.clone()))
+        .collect();
+    let stderr: Vec<(Tag, String)> = entries
+        .iter()
+        .filter(|e| e.0 == Stream::Stderr)
+        .map(|e| (e.1, e.2.clone()))
+        .collect();
+    let a = |n| "a".repeat(n);
+    assert_eq!(
+        stdout,
+        vec![
+            (Tag::Full, "out".to_string()),
+            (Tag::Partial, a(16384)),
+            (Tag::Partial, a(16384)),
+            (Tag::Full, a(40000 - 2 * 16384)),
+            (Tag::Full, "last".to_string()),
+        ]
+    );
+    assert_eq!(stderr, vec![(Tag::Full, "err".to_string())]);
+}
+
+#[test]
+fn exit_code_is_recorded_in_the_exit_file() {
+    let shim = Shim::launch(&["sh", "-c", "exit 3"], &[]);
+    let state = shim.ok(json!({"op": "state"}));
+    assert_eq!(state.status, Some(peapod_runtime::Status::Created));
+    assert!(state.exit.is_none());
+    assert!(
+        ExitInfo::read(&shim.exit_file()).unwrap().is_none(),
+        "no exit file before the exit"
+    );
+
+    shim.ok(json!({"op": "start"}));
+    let exit = shim.wait();
+    assert_eq!(
+        (exit.exit_code, exit.signal, exit.oom_killed),
+        (3, None, false)
+    );
+    assert_eq!(
+        ExitInfo::read(&shim.exit_file()).unwrap(),
+        Some(exit.clone())
+    );
+    chrono::DateTime::parse_from_rfc3339(&exit.exited_at).unwrap();
+
+    let state = shim.ok(json!({"op": "state"}));
+    assert_eq!(state.status, Some(peapod_runtime::Status::Stopped));
+    assert_eq!(state.exit, Some(exit));
+}
+
+#[test]
+fn kill_through_the_socket_records_the_signal() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    assert_eq!(
+        shim.ok(json!({"op": "state"})).status,
+        Some(peapod_runtime::Status::Running)
+    );
+    shim.ok(json!({"op": "kill", "signal": "KILL"}));
+    let exit = shim.wait();
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
+    assert_eq!(ExitInfo::read(&shim.exit_file()).unwrap(), Some(exit));
+    // A stopped container cannot be signalled, and says so.
+    let late = shim.request(json!({"op": "kill", "signal": "TERM"}));
+    assert!(!late.ok && late.error.is_some());
+}
+
+#[test]
+fn the_shim_outlives_its_launcher() {
+    let script = "trap 'exit 7' TERM; echo ready; sleep 1000 & wait";
+    let shim = Shim::launch(&["sh", "-c", script], &[]);
+    // The launcher has exited (we read its whole output); the shim lives on, re-parented away
+    // from us.
+    assert!(shim.alive());
+    assert_ne!(parent_of(shim.pid), std::process::id() as i32);
+    shim.ok(json!({"op": "start"}));
+    // A PID namespace's init ignores signals it has no handler for: wait for the trap.
+    eventually("the trap", || shim.entries().iter().any(|e| e.2 == "ready"));
+    shim.ok(json!({"op": "kill", "signal": "TERM"}));
+    eventually("the exit file", || shim.exit_file().exists());
+    let exit = ExitInfo::read(&shim.exit_file()).unwrap().unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (7, None));
+}
+
+#[test]
+fn stdin_is_an_open_pipe_only_when_asked_for() {
+    let stdin_of = |shim: &Shim| {
+        let pid = shim.ok(json!({"op": "state"})).pid.unwrap();
+        std::fs::read_link(format!("/proc/{pid}/fd/0"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let with = Shim::launch(&["sh", "-c", "read line; exit 5"], &["--stdin"]);
+    assert!(stdin_of(&with).starts_with("pipe:"), "{}", stdin_of(&with));
+    with.ok(json!({"op": "start"}));
+    // The shim holds the pipe open, so `read` blocks instead of seeing end-of-file.
+    assert_eq!(
+        with.ok(json!({"op": "state"})).status,
+        Some(peapod_runtime::Status::Running)
+    );
+
+    let without = Shim::launch(&["sh", "-c", "read line; exit 5"], &["--start"]);
+    assert_eq!(without.wait().exit_code, 5);
+}
+
+#[test]
+fn exec_returns_output_and_exit_code() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let response = shim.ok(json!({
+        "op": "exec",
+        "process": process(&["sh", "-c", "echo out; echo err >&2; exit 4"]),
+    }));
+    let exec = response.exec.unwrap();
+    assert_eq!((exec.exit_code, exec.timed_out), (4, false));
+    assert_eq!(exec.stdout_bytes().unwrap(), b"out\n");
+    assert_eq!(exec.stderr_bytes().unwrap(), b"err\n");
+    // The exec runs inside the container: it sees the container's hostname.
+    let exec = shim
+        .ok(json!({"op": "exec", "process": process(&["hostname"])}))
+        .exec
+        .unwrap();
+    assert_eq!(exec.stdout_bytes().unwrap(), b"peapod-test\n");
+}
+
+#[test]
+fn exec_with_a_terminal() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let response = shim.ok(json!({
+        "op": "exec",
+        "tty": true,
+        "process": process(&["sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty"]),
+    }));
+    let exec = response.exec.unwrap();
+    assert_eq!(exec.exit_code, 0);
+    let out = String::from_utf8(exec.stdout_bytes().unwrap()).unwrap();
+    assert_eq!(out.trim_end(), "on-a-tty");
+}
+
+#[test]
+fn exec_timeout_kills_the_process() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let response = shim.ok(json!({
+        "op": "exec",
+        "timeout_ms": 200,
+        "process": process(&["sh", "-c", "echo started; exec sleep 1000"]),
+    }));
+    let exec = response.exec.unwrap();
+    assert!(exec.timed_out);
+    assert_eq!((exec.exit_code, exec.signal), (137, Some(9)));
+    assert_eq!(exec.stdout_bytes().unwrap(), b"started\n");
+    // The container itself is unharmed.
+    assert_eq!(
+        shim.ok(json!({"op": "state"})).status,
+        Some(peapod_runtime::Status::Running)
+    );
+}
+
+#[test]
+fn a_hung_client_does_not_block_others() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    // Half a request, never finished; a client waiting for the exit; a long exec.
+    let mut hung = shim.connect();
+    hung.writer.write_all(b"{\"op\": \"sta").unwrap();
+    let mut waiter = shim.connect();
+    waiter.send(&json!({"op": "wait"}));
+    let mut exec = shim.connect();
+    exec.send(&json!({"op": "exec", "process": process(&["sleep", "1000"]), "timeout_ms": 600000}));
+    // Meanwhile others are served, and the exec's process is running.
+    for _ in 0..3 {
+        assert_eq!(
+            shim.ok(json!({"op": "state"})).status,
+            Some(peapod_runtime::Status::Running)
+        );
+    }
+    let bad = shim.request(json!({"op": "no-such-op"}));
+    assert!(!bad.ok);
+    // Kill everything in the container: the exec returns, the waiter learns about the exit.
+    shim.ok(json!({"op": "kill", "signal": "KILL", "all": true}));
+    let exec = exec.receive().exec.unwrap();
+    assert_eq!(exec.signal, Some(9));
+    let exit = waiter.receive().exit.unwrap();
+    assert_eq!(exit.signal, Some(9));
+}
+
+#[test]
+fn reopen_log_writes_to_a_new_file() {
+    // The container writes its second line when an exec writes to the FIFO.
+    let script = "mkfifo /tmp/go; echo one; read x < /tmp/go; echo two; exec sleep 1000";
+    let shim = Shim::launch(&["sh", "-c", script], &["--start"]);
+    let log = shim.log();
+    eventually("the first line", || {
+        shim.entries().iter().any(|e| e.2 == "one")
+    });
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    shim.ok(json!({"op": "reopen_log"}));
+    assert!(log.exists(), "reopen creates the log again");
+    let exec =
+        shim.ok(json!({"op": "exec", "process": process(&["sh", "-c", "echo go > /tmp/go"])}));
+    assert_eq!(exec.exec.unwrap().exit_code, 0);
+    eventually("the second line", || {
+        shim.entries().iter().any(|e| e.2 == "two")
+    });
+    assert!(read_entries(&rotated).iter().all(|e| e.2 != "two"));
+    assert_eq!(read_entries(&rotated).len(), 1);
+}
+
+#[test]
+fn shutdown_waits_for_the_container_then_exits() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    shim.ok(json!({"op": "shutdown"}));
+    // The container is still running, so the shim stays.
+    assert!(shim.ok(json!({"op": "state"})).status == Some(peapod_runtime::Status::Running));
+    shim.ok(json!({"op": "kill", "signal": "KILL"}));
+    shim.wait_gone();
+    assert!(!shim.socket().exists(), "the socket is removed");
+    assert_eq!(
+        ExitInfo::read(&shim.exit_file()).unwrap().unwrap().signal,
+        Some(9)
+    );
+}
+
+#[test]
+fn delete_removes_the_container_and_ends_the_shim() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let refused = shim.request(json!({"op": "delete"}));
+    assert!(
+        !refused.ok,
+        "a running container is not deleted without force"
+    );
+    shim.ok(json!({"op": "delete", "force": true}));
+    shim.wait_gone();
+    assert!(!shim.root().join(&shim.id).exists());
+    assert!(!shim.socket().exists());
+    assert_eq!(
+        ExitInfo::read(&shim.exit_file()).unwrap().unwrap().signal,
+        Some(9)
+    );
+}
+
+#[test]
+fn the_shim_exits_when_its_stopped_container_is_deleted_by_someone_else() {
+    let shim = Shim::launch(&["true"], &["--start"]);
+    shim.wait();
+    Container::load(&shim.root(), &shim.id)
+        .unwrap()
+        .delete(false)
+        .unwrap();
+    shim.wait_gone();
+}
+
+#[test]
+fn a_failed_create_is_reported_and_leaves_nothing_behind() {
+    let bundle = Bundle::new(&["/no/such/program"]);
+    bundle.write();
+    let id = unique("shim-bad");
+    let dir = tempfile::Builder::new()
+        .prefix("peapod-shim-test-")
+        .tempdir()
+        .unwrap();
+    let out = launch_raw(&id, &bundle, dir.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("creating container {id}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/no/such/program"), "{stderr}");
+    let (root, socket, _, exit) = paths(dir.path());
+    assert!(!root.join(&id).exists(), "state directory left behind");
+    assert!(!socket.exists(), "socket left behind");
+    assert!(!exit.exists());
+    for hierarchy in Cgroup::hierarchies().unwrap() {
+        let leftover = hierarchy.mountpoint.join("peapod").join(&id);
+        assert!(
+            !leftover.exists(),
+            "cgroup {} left behind",
+            leftover.display()
+        );
+    }
+}
+
+#[test]
+fn a_container_with_a_terminal_logs_the_terminal_as_stdout() {
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && test -t 2 && echo on-a-tty",
+    ]);
+    bundle.config["process"]["terminal"] = json!(true);
+    bundle.write();
+    let shim = Shim::launch_bundle(bundle, &["--start"]);
+    assert_eq!(shim.wait().exit_code, 0);
+    // A terminal turns "\n" into "\r\n"; the log keeps what the terminal said.
+    let entries = shim.entries();
+    let lines: Vec<(Stream, Tag, &str)> = entries
+        .iter()
+        .map(|(s, t, text)| (*s, *t, text.trim_end_matches('\r')))
+        .collect();
+    assert_eq!(lines, vec![(Stream::Stdout, Tag::Full, "on-a-tty")]);
+}
+
+#[test]
+fn an_oom_kill_is_recorded() {
+    // `tail` keeps the current line in memory, and /dev/zero has no line ends.
+    let mut bundle = Bundle::new(&["tail", "/dev/zero"]);
+    bundle.config["linux"]["resources"] = json!({ "memory": { "limit": 32 * 1024 * 1024 } });
+    bundle.write();
+    let shim = Shim::launch_bundle(bundle, &["--start"]);
+    let exit = shim.wait();
+    assert_eq!(exit.signal, Some(9));
+    assert!(exit.oom_killed, "{exit:?}");
+}
