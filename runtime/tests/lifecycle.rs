@@ -133,7 +133,6 @@ fn pause_resume_update_ps_stats() {
 #[test]
 fn bad_input_fails_clearly_and_leaves_nothing() {
     let rt = Runtime::new();
-    let mounts_before = peapod_tests::host_mounts().lines().count();
 
     // Invalid config.json
     let bundle = Bundle::new(&["true"]);
@@ -173,7 +172,7 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
 
     assert!(rt.entries().is_empty(), "state left behind: {:?}", rt.entries());
     assert!(cgroup_dirs(&id).is_empty(), "cgroup left behind");
-    assert_eq!(peapod_tests::host_mounts().lines().count(), mounts_before, "mounts leaked");
+    assert!(!peapod_tests::host_mounts().contains("peapod-bundle-"), "mounts leaked");
 
     // Duplicate id: refused, and the first container is untouched.
     let bundle = Bundle::new(&["sleep", "1000"]);

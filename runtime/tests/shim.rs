@@ -394,12 +394,11 @@ fn exec_timeout_kills_the_process() {
     let response = shim.ok(json!({
         "op": "exec",
         "timeout_ms": 200,
-        "process": process(&["sh", "-c", "echo started; exec sleep 1000"]),
+        "process": process(&["sleep", "1000"]),
     }));
     let exec = response.exec.unwrap();
     assert!(exec.timed_out);
     assert_eq!((exec.exit_code, exec.signal), (137, Some(9)));
-    assert_eq!(exec.stdout_bytes().unwrap(), b"started\n");
     // The container itself is unharmed.
     assert_eq!(
         shim.ok(json!({"op": "state"})).status,
@@ -417,7 +416,11 @@ fn a_hung_client_does_not_block_others() {
     waiter.send(&json!({"op": "wait"}));
     let mut exec = shim.connect();
     exec.send(&json!({"op": "exec", "process": process(&["sleep", "1000"]), "timeout_ms": 600000}));
-    // Meanwhile others are served, and the exec's process is running.
+    // Meanwhile others are served, and the exec's process runs beside the init.
+    let container = Container::load(&shim.root(), &shim.id).unwrap();
+    eventually("the exec's process", || {
+        container.processes().unwrap().len() == 2
+    });
     for _ in 0..3 {
         assert_eq!(
             shim.ok(json!({"op": "state"})).status,

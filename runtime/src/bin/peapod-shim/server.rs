@@ -472,14 +472,22 @@ impl Shim {
             anyhow::bail!("a delete is already in progress");
         }
         let container = self.container()?;
-        if self.reaped.is_none() && container.status()? != Status::Stopped {
+        let status = match self.reaped {
+            Some(_) => Status::Stopped,
+            None => container.status()?,
+        };
+        if status != Status::Stopped {
             if !force {
                 anyhow::bail!(
-                    "container {} is running: stop it first or delete with force",
+                    "container {} is {status}: stop it first or delete with force",
                     self.id
                 );
             }
             container.kill(Signal::SIGKILL, true)?;
+            // A frozen process cannot die: thaw it so that the kill takes effect.
+            if status == Status::Paused {
+                container.resume()?;
+            }
         }
         self.deleting = Some(self.clients[i].id);
         self.clients[i].busy = true;

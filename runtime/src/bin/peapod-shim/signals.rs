@@ -45,6 +45,15 @@ impl Signals {
             pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("creating the signal pipe")?;
         PIPE.store(write.as_raw_fd(), Ordering::Relaxed);
         SHIM_PID.store(std::process::id() as i32, Ordering::Relaxed);
+        // Signals ignored by whoever launched us would stay ignored in every container process
+        // (execve keeps SIG_IGN): start from the defaults.
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        for signal in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP))
+        {
+            // SAFETY: installing the default action runs no code of ours.
+            unsafe { sigaction(signal, &default) }
+                .with_context(|| format!("resetting {signal}"))?;
+        }
         let flags = SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP;
         let on = SigAction::new(SigHandler::Handler(report), flags, SigSet::empty());
         let quiet = SigAction::new(
