@@ -224,7 +224,10 @@ mod tests {
         assert_eq!(store.read(&digest).unwrap(), b"hello");
         assert_eq!(store.put(b"hello", Some(&digest)).unwrap(), digest);
         let wrong = Digest::of(b"other");
-        assert!(matches!(store.put(b"hello", Some(&wrong)), Err(Error::DigestMismatch { .. })));
+        assert!(matches!(
+            store.put(b"hello", Some(&wrong)),
+            Err(Error::DigestMismatch { .. })
+        ));
         assert!(!store.contains(&wrong));
         assert_eq!(store.list().unwrap(), vec![digest.clone()]);
         store.delete(&digest).unwrap();
@@ -240,19 +243,32 @@ mod tests {
         let mut writer = store.writer(&expected).await.unwrap();
         writer.write(b"abc").await.unwrap();
         writer.write(b"xyz").await.unwrap();
-        assert!(matches!(writer.commit().await, Err(Error::DigestMismatch { .. })));
+        assert!(matches!(
+            writer.commit().await,
+            Err(Error::DigestMismatch { .. })
+        ));
         assert!(!store.contains(&expected));
 
         let mut writer = store.writer(&expected).await.unwrap();
         writer.write(b"abc").await.unwrap();
         drop(writer); // an abandoned download
-        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
 
         let mut writer = store.writer(&expected).await.unwrap();
         writer.write(b"abc").await.unwrap();
         writer.write(b"def").await.unwrap();
         writer.commit().await.unwrap();
         assert_eq!(store.read(&expected).unwrap(), b"abcdef");
-        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

@@ -175,9 +175,9 @@ impl RootfsStore {
     /// Finds an image by reference (`busybox`, `name@sha256:…`), full ID (with or
     /// without `sha256:`) or a unique ID prefix.
     pub async fn image_status(&self, reference_or_id: &str) -> Result<Option<ImageRecord>> {
-        let images = self.inner.images.clone();
+        let inner = self.inner.clone();
         let query = reference_or_id.to_string();
-        blocking(move || find(&images, &query)).await
+        blocking(move || inner.find(&query)).await
     }
 
     /// Removes a name, or the whole image for an ID or digest reference. Content goes
@@ -185,15 +185,20 @@ impl RootfsStore {
     /// (returns false), as CRI requires. An image a snapshot uses is refused.
     pub async fn remove_image(&self, reference_or_id: &str) -> Result<bool> {
         let guard = self.inner.meta.lock().await;
-        let Some(mut record) = find(&self.inner.images, reference_or_id)? else {
+        let Some(mut record) = self.inner.find(reference_or_id)? else {
             return Ok(false);
         };
         let tag = reference_or_id
             .parse::<Reference>()
             .ok()
             .filter(|r| r.digest.is_none())
-            .and_then(|r| r.tagged())
-            .filter(|t| record.repo_tags.contains(t));
+            .and_then(|r| {
+                self.inner
+                    .name_candidates(&r)
+                    .into_iter()
+                    .filter_map(|c| c.tagged())
+                    .find(|t| record.repo_tags.contains(t))
+            });
         if let Some(tag) = tag {
             if record.repo_tags.len() > 1 {
                 record.repo_tags.retain(|t| *t != tag);
@@ -337,7 +342,9 @@ impl RootfsStore {
         target: Option<PathBuf>,
     ) -> Result<SnapshotInfo> {
         let _guard = self.inner.meta.lock().await;
-        let record = find(&self.inner.images, image)?
+        let record = self
+            .inner
+            .find(image)?
             .ok_or_else(|| Error::ImageNotFound(image.to_string()))?;
         let chains = record.chain_ids();
         for chain in &chains {
@@ -454,14 +461,43 @@ impl RootfsStore {
     }
 }
 
-/// Looks an image up, reading one record directly when given a full ID.
-fn find(images: &ImageStore, query: &str) -> Result<Option<ImageRecord>> {
-    if let Ok(id) = Digest::parse_lenient(query.trim()) {
-        if let Some(record) = images.get(&id)? {
-            return Ok(Some(record));
+impl Inner {
+    /// The names a reference may be stored under: itself, and for a short name
+    /// (`busybox`) its forms in each unqualified-search registry it may have been
+    /// pulled from.
+    fn name_candidates(&self, reference: &Reference) -> Vec<Reference> {
+        let mut out = vec![reference.clone()];
+        if reference.short_name {
+            out.extend(
+                self.registries
+                    .search_registries()
+                    .iter()
+                    .map(|r| reference.in_registry(r)),
+            );
         }
+        out
     }
-    Ok(find_image(&images.list()?, query))
+
+    /// Looks an image up, reading one record directly when given a full ID.
+    fn find(&self, query: &str) -> Result<Option<ImageRecord>> {
+        if let Ok(id) = Digest::parse_lenient(query.trim()) {
+            if let Some(record) = self.images.get(&id)? {
+                return Ok(Some(record));
+            }
+        }
+        let images = self.images.list()?;
+        if let Some(found) = find_image(&images, query) {
+            return Ok(Some(found));
+        }
+        let Ok(reference) = query.trim().parse::<Reference>() else {
+            return Ok(None);
+        };
+        Ok(self
+            .name_candidates(&reference)
+            .iter()
+            .skip(1)
+            .find_map(|candidate| find_image(&images, &candidate.to_string())))
+    }
 }
 
 pub(crate) fn find_image(images: &[ImageRecord], query: &str) -> Option<ImageRecord> {

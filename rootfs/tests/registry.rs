@@ -226,6 +226,9 @@ blocked = true
 
     // A short name goes through the search registries in order.
     let record = store.pull("busybox:1", &anon()).await.unwrap();
+    // ...and is found again by the same short name.
+    let found = store.image_status("busybox:1").await.unwrap().unwrap();
+    assert_eq!(found.id, record.id);
     assert!(
         record
             .repo_tags
@@ -398,6 +401,8 @@ async fn concurrent_pulls_of_one_image_agree() {
     let images = store.list_images().await.unwrap();
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].repo_tags, vec![reference]);
-    let layers = std::fs::read_dir(dir.path().join("root/layers")).unwrap().count();
+    let layers = std::fs::read_dir(dir.path().join("root/layers"))
+        .unwrap()
+        .count();
     assert_eq!(layers, 3);
 }

@@ -331,3 +331,44 @@ json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.
     "size": mn, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, open(root + "/index.json", "w"))
 open(root + "/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_reopening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = MountDir::new();
+    let id = {
+        let store = store(&dir);
+        let records = store
+            .import(&oci_layout(), Some("peapod.test/reopen"))
+            .await
+            .unwrap();
+        store
+            .prepare_and_mount_snapshot(
+                "reopen-1",
+                "peapod.test/reopen:busybox",
+                false,
+                target.path(),
+            )
+            .await
+            .unwrap();
+        std::fs::write(target.path().join("root/note"), "kept").unwrap();
+        records.len()
+    };
+    // A restarted daemon opens the same root and finds everything as it was.
+    let store = store(&dir);
+    assert_eq!(store.list_images().await.unwrap().len(), id);
+    let snapshots = store.list_snapshots().await.unwrap();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0].mounted_at.as_deref(), Some(target.path()));
+    assert!(store.snapshot_usage("reopen-1").await.unwrap().bytes > 0);
+    assert!(matches!(
+        store.remove_image("peapod.test/reopen:busybox").await,
+        Err(Error::ImageInUse { .. })
+    ));
+    store.remove_snapshot("reopen-1").await.unwrap();
+    assert!(!target.path().join("root/note").exists());
+    assert!(store
+        .remove_image("peapod.test/reopen:busybox")
+        .await
+        .unwrap());
+}

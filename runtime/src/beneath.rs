@@ -80,7 +80,8 @@ impl Root {
         match self.lookup(&relative(path), OFlag::empty()) {
             Ok(fd) => Ok(Some(Beneath { fd })),
             Err(Errno::ENOENT) => Ok(None),
-            Err(e) => Err(e).context(|| format!("resolving {} in {}", path.display(), self.path.display())),
+            Err(e) => Err(e)
+                .context(|| format!("resolving {} in {}", path.display(), self.path.display())),
         }
     }
 
@@ -90,9 +91,9 @@ impl Root {
             return Ok(found);
         }
         let rel = relative(path);
-        let mut parent = self.lookup(Path::new(""), OFlag::O_DIRECTORY).context(|| {
-            format!("opening {}", self.path.display())
-        })?;
+        let mut parent = self
+            .lookup(Path::new(""), OFlag::O_DIRECTORY)
+            .context(|| format!("opening {}", self.path.display()))?;
         let mut prefix = PathBuf::new();
         let names: Vec<&OsStr> = rel.iter().collect();
         for (i, name) in names.iter().enumerate() {
@@ -118,7 +119,9 @@ impl Root {
                     .create(true)
                     .truncate(false)
                     .open(Path::new(&parent_path).join(name))
-                    .context(|| format!("creating {} in {}", prefix.display(), self.path.display()))?;
+                    .context(|| {
+                        format!("creating {} in {}", prefix.display(), self.path.display())
+                    })?;
             } else {
                 match mkdirat(parent.as_fd(), *name, Mode::from_bits_truncate(0o755)) {
                     Ok(()) | Err(Errno::EEXIST) => {}
@@ -129,9 +132,9 @@ impl Root {
                     }
                 }
             }
-            parent = self.lookup(&prefix, OFlag::empty()).context(|| {
-                format!("resolving {} in {}", prefix.display(), self.path.display())
-            })?;
+            parent = self
+                .lookup(&prefix, OFlag::empty())
+                .context(|| format!("resolving {} in {}", prefix.display(), self.path.display()))?;
         }
         Ok(Beneath { fd: parent })
     }
@@ -140,6 +143,11 @@ impl Root {
 /// `path` without its root and with `.` components dropped; `..` is kept for the kernel to clamp.
 fn relative(path: &Path) -> PathBuf {
     path.components()
-        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir | Component::Prefix(_)))
+        .filter(|c| {
+            !matches!(
+                c,
+                Component::RootDir | Component::CurDir | Component::Prefix(_)
+            )
+        })
         .collect()
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, Winsize};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use nix::unistd::{dup2_stdin, dup2_stdout, dup2_stderr, setsid};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, setsid};
 
 use crate::error::{Context, Result};
 
@@ -33,7 +33,12 @@ pub fn setup(socket: &UnixStream, size: Option<(u16, u16)>) -> Result<()> {
         .context(|| format!("opening {name}"))?
         .into();
     if let Some((rows, cols)) = size {
-        let ws = Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the duration of the call.
         unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
@@ -41,7 +46,8 @@ pub fn setup(socket: &UnixStream, size: Option<(u16, u16)>) -> Result<()> {
     setsid().context(|| "setsid".into())?;
     // SAFETY: TIOCSCTTY takes an integer argument; the descriptor is valid.
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-        return Err(std::io::Error::last_os_error()).context(|| "making the terminal controlling".into());
+        return Err(std::io::Error::last_os_error())
+            .context(|| "making the terminal controlling".into());
     }
     dup2_stdin(&slave).context(|| "terminal as stdin".into())?;
     dup2_stdout(&slave).context(|| "terminal as stdout".into())?;
@@ -53,8 +59,14 @@ pub fn setup(socket: &UnixStream, size: Option<(u16, u16)>) -> Result<()> {
 pub fn send_fd(socket: &UnixStream, name: &str, fd: i32) -> Result<()> {
     let fds = [fd];
     let iov = [IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(socket.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .context(|| "sending the terminal over the console socket".into())?;
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .context(|| "sending the terminal over the console socket".into())?;
     Ok(())
 }
 
@@ -63,8 +75,13 @@ pub fn recv_fd(socket: &UnixStream) -> Result<OwnedFd> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([i32; 1]);
-    let msg = nix::sys::socket::recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .context(|| "receiving a descriptor".into())?;
+    let msg = nix::sys::socket::recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .context(|| "receiving a descriptor".into())?;
     for cmsg in msg.cmsgs().context(|| "reading control messages".into())? {
         if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(fd) = fds.first() {
@@ -73,7 +90,9 @@ pub fn recv_fd(socket: &UnixStream) -> Result<OwnedFd> {
             }
         }
     }
-    Err(crate::error::Error::Child("no descriptor received on the console socket".into()))
+    Err(crate::error::Error::Child(
+        "no descriptor received on the console socket".into(),
+    ))
 }
 
 use std::os::unix::fs::OpenOptionsExt;

@@ -1,7 +1,6 @@
 //! The OCI lifecycle of one container: create → start → (kill) → delete, with its state on disk.
 use std::fs;
 
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -53,8 +52,13 @@ impl Container {
             _ => format!("/peapod/{}", opts.id),
         };
         let cgroup = Cgroup::new(&cgroup_path)?;
-        let cgroup_mounts = crate::mounts::cgroup_hierarchies(bundle.spec.mounts().as_deref().unwrap_or_default())?;
-        let console = opts.console_socket.as_deref().map(console::connect).transpose()?;
+        let cgroup_mounts =
+            crate::mounts::cgroup_hierarchies(bundle.spec.mounts().as_deref().unwrap_or_default())?;
+        let console = opts
+            .console_socket
+            .as_deref()
+            .map(console::connect)
+            .transpose()?;
 
         fs::create_dir_all(&opts.root).context(|| format!("creating {}", opts.root.display()))?;
         let dir = opts.root.join(&opts.id);
@@ -66,7 +70,11 @@ impl Container {
             Err(e) => return Err(e).context(|| format!("creating {}", dir.display())),
         }
         // From here on, a failure must undo everything: the guard does so unless disarmed.
-        let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pid: None };
+        let mut undo = Undo {
+            dir: Some(dir.clone()),
+            cgroup: None,
+            pid: None,
+        };
 
         cgroup.create()?;
         undo.cgroup = Some(cgroup.clone());
@@ -78,9 +86,11 @@ impl Container {
                 .context(|| "creating the exec FIFO".into())?;
         }
         let (parent, child) = sync::pair()?;
-        if let Some(pid_ns) = &plan.join_pid {
-            pid_ns.enter()?;
-        }
+        let _pid_ns = plan
+            .join_pid
+            .as_ref()
+            .map(PidNamespaceSwitch::enter)
+            .transpose()?;
         // SAFETY: the runtime binaries are single-threaded when they create containers.
         let pid = match unsafe { clone::clone(plan.clone_flags)? } {
             None => {
@@ -101,6 +111,7 @@ impl Container {
             Some(pid) => pid,
         };
         undo.pid = Some(pid);
+        drop(_pid_ns);
         drop(child);
         drop(console);
         drop(opts.stdio);
@@ -174,7 +185,11 @@ impl Container {
         Ok(StateDoc {
             oci_version: self.record.config.version().clone(),
             id: self.record.id.clone(),
-            pid: if status == Status::Stopped { 0 } else { self.record.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.record.pid
+            },
             status,
             bundle: self.record.bundle.clone(),
             rootfs: self.record.rootfs.clone(),
@@ -185,7 +200,11 @@ impl Container {
     }
 
     fn wrong_state(&self, status: Status, action: &str) -> Error {
-        Error::WrongState { id: self.record.id.clone(), status: status.to_string(), action: action.into() }
+        Error::WrongState {
+            id: self.record.id.clone(),
+            status: status.to_string(),
+            action: action.into(),
+        }
     }
 
     /// Release the init held by `create`: it executes the user's program.
@@ -210,12 +229,19 @@ impl Container {
                 Err(e) => return Err(e).context(|| "reading the exec FIFO".into()),
             }
             if !process_alive(self.record.pid, self.record.pid_start_time) {
-                return Err(Error::Child("the container process exited before it started".into()));
+                return Err(Error::Child(
+                    "the container process exited before it started".into(),
+                ));
             }
             if Instant::now() > deadline {
-                return Err(Error::Child("the container process did not answer start".into()));
+                return Err(Error::Child(
+                    "the container process did not answer start".into(),
+                ));
             }
-            let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&fifo), nix::poll::PollFlags::POLLIN)];
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&fifo),
+                nix::poll::PollFlags::POLLIN,
+            )];
             let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10u8));
         }
         fs::remove_file(&fifo_path).context(|| format!("removing {}", fifo_path.display()))
@@ -273,7 +299,9 @@ impl Container {
 
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         match self.status()? {
-            Status::Stopped => Err(self.wrong_state(Status::Stopped, "cannot update a stopped container")),
+            Status::Stopped => {
+                Err(self.wrong_state(Status::Stopped, "cannot update a stopped container"))
+            }
             _ => Ok(self.cgroup()?.apply(resources)?),
         }
     }
@@ -324,14 +352,12 @@ fn remove_leftovers(dir: &Path, cgroup_path: Option<&str>) -> Result<()> {
     }
 }
 
-/// Wait (bounded) for a process that is not our child to go away.
+/// Wait (bounded) for a killed process to die. It is not reaped here: if the caller is its parent
+/// (the shim), the exit status is the caller's to collect; a zombie already counts as gone.
 pub(crate) fn wait_gone(pid: i32, start_time: u64) {
-    // Reap it if it happens to be ours (the shim, `run`); otherwise its parent will.
-    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     let deadline = Instant::now() + Duration::from_secs(10);
     while process_alive(pid, start_time) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -340,8 +366,14 @@ pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 1024
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
-    if ok { Ok(()) } else { Err(Error::InvalidId(id.to_string())) }
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.to_string()))
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -390,3 +422,24 @@ impl Drop for Undo {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// Children created while this lives are born in another PID namespace; dropping it puts the
+/// caller's own back, so a long-lived caller's later children are not affected.
+pub(crate) struct PidNamespaceSwitch(std::fs::File);
+
+impl PidNamespaceSwitch {
+    pub(crate) fn enter(target: &crate::namespaces::Joined) -> Result<Self> {
+        let own = fs::File::open("/proc/self/ns/pid_for_children")
+            .context(|| "opening /proc/self/ns/pid_for_children".into())?;
+        target.enter()?;
+        Ok(PidNamespaceSwitch(own))
+    }
+}
+
+impl Drop for PidNamespaceSwitch {
+    fn drop(&mut self) {
+        if let Err(e) = nix::sched::setns(&self.0, nix::sched::CloneFlags::CLONE_NEWPID) {
+            tracing::warn!(error = %e, "restoring the PID namespace for children");
+        }
+    }
+}

@@ -30,12 +30,25 @@ const DEFAULT_LINKS: [(&str, &str); 5] = [
 
 pub fn create_default(root: &Root) -> Result<()> {
     for (path, major, minor) in DEFAULT_DEVICES {
-        create(root, Path::new(path), SFlag::S_IFCHR, major, minor, 0o666, None, None)?;
+        create(
+            root,
+            Path::new(path),
+            SFlag::S_IFCHR,
+            major,
+            minor,
+            0o666,
+            None,
+            None,
+        )?;
     }
     let dev_node = root.resolve_or_create(Path::new("/dev"), Create::Dir)?;
     let dev = dev_node.proc_path();
     for (path, target) in DEFAULT_LINKS {
-        let link = dev.join(Path::new(path).strip_prefix("/dev").unwrap_or(Path::new(path)));
+        let link = dev.join(
+            Path::new(path)
+                .strip_prefix("/dev")
+                .unwrap_or(Path::new(path)),
+        );
         match std::fs::symlink_metadata(&link) {
             Ok(_) => std::fs::remove_file(&link).context(|| format!("replacing {path}"))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -84,12 +97,23 @@ fn create(
     let dir = dir_node.proc_path();
     let node: PathBuf = dir.join(name);
     let _ = std::fs::remove_file(&node);
-    let made = mknod(&node, kind, Mode::from_bits_truncate(mode), makedev(major, minor));
+    let made = mknod(
+        &node,
+        kind,
+        Mode::from_bits_truncate(mode),
+        makedev(major, minor),
+    );
     if made.is_err() {
         // Where mknod is not allowed, the host's node is bind-mounted instead, as runc does.
         std::fs::File::create(&node).context(|| format!("creating {}", path.display()))?;
-        mount(Some(path), &node, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .context(|| format!("bind-mounting device {}", path.display()))?;
+        mount(
+            Some(path),
+            &node,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .context(|| format!("bind-mounting device {}", path.display()))?;
         return Ok(());
     }
     // mknod's mode is filtered by the umask; set it exactly.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
-use crate::container::Container;
+use crate::container::{Container, PidNamespaceSwitch};
 use crate::error::{Context, Error, Result};
 use crate::namespaces::{proc_name, Joined};
 use crate::process::{self, Program};
@@ -53,15 +53,31 @@ impl Container {
         let pid_ns = open(LinuxNamespaceType::Pid)?;
         let others = ORDER.iter().map(|k| open(*k)).collect::<Result<Vec<_>>>()?;
         let cgroup = self.cgroup()?;
-        let seccomp = self.record().config.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let console = opts.console_socket.as_deref().map(console::connect).transpose()?;
+        let seccomp = self
+            .record()
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().clone());
+        let console = opts
+            .console_socket
+            .as_deref()
+            .map(console::connect)
+            .transpose()?;
 
         let (parent, child) = sync::pair()?;
-        pid_ns.enter()?;
+        let switch = PidNamespaceSwitch::enter(&pid_ns)?;
         // SAFETY: the runtime binaries are single-threaded.
         let Some(exec_pid) = (unsafe { clone::clone(nix::sched::CloneFlags::empty())? }) else {
             drop(parent);
-            let err = match enter_and_exec(process, &others, seccomp.as_ref(), console.as_ref(), &opts.stdio, &child) {
+            let err = match enter_and_exec(
+                process,
+                &others,
+                seccomp.as_ref(),
+                console.as_ref(),
+                &opts.stdio,
+                &child,
+            ) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -69,17 +85,24 @@ impl Container {
             // SAFETY: leave without running the parent's destructors.
             unsafe { libc::_exit(127) }
         };
+        drop(switch);
         drop(child);
         drop(console);
         drop(opts.stdio);
-        let result = cgroup.add_process(exec_pid.as_raw()).map_err(Error::from).and_then(|()| {
-            parent.send(GO)?;
-            // The sync socket is close-on-exec: a clean close means execve succeeded.
-            match parent.recv()? {
-                None => Ok(()),
-                Some(msg) => Err(Error::Child(String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg)).into_owned())),
-            }
-        });
+        let result = cgroup
+            .add_process(exec_pid.as_raw())
+            .map_err(Error::from)
+            .and_then(|()| {
+                parent.send(GO)?;
+                // The sync socket is close-on-exec: a clean close means execve succeeded.
+                match parent.recv()? {
+                    None => Ok(()),
+                    Some(msg) => Err(Error::Child(
+                        String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg))
+                            .into_owned(),
+                    )),
+                }
+            });
         if let Err(e) = result {
             let _ = nix::sys::signal::kill(exec_pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(exec_pid, None);
@@ -106,7 +129,9 @@ fn enter_and_exec(
         ns.enter()?;
     }
     if let Some(socket) = console {
-        let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
         console::setup(socket, size)?;
     }
     if let Some(adj) = process.oom_score_adj() {

@@ -24,7 +24,7 @@ use crate::seccomp::SeccompFilter;
 use crate::spec::Bundle;
 use crate::stdio::Stdio;
 use crate::sync::{Channel, GO, READY};
-use crate::{mounts, console};
+use crate::{console, mounts};
 
 /// The name of the FIFO that holds a created container's init until `start`.
 pub const EXEC_FIFO: &str = "exec.fifo";
@@ -59,7 +59,10 @@ pub fn run(init: Init, sync: Channel) -> ! {
 
 fn setup(init: Init, sync: &Channel, ready_sent: &mut bool) -> Result<Infallible> {
     let spec = &init.bundle.spec;
-    let process = spec.process().as_ref().ok_or_else(|| Error::Child("no process".into()))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Child("no process".into()))?;
     let linux = spec.linux().clone().unwrap_or_default();
     init.stdio.install()?;
 
@@ -89,21 +92,40 @@ fn setup(init: Init, sync: &Channel, ready_sent: &mut bool) -> Result<Infallible
 
     // Descriptors that must outlive pivot_root, since the paths they name will be unreachable.
     let state_dir = if init.wait_for_start {
-        Some(File::open(init.state_dir).context(|| format!("opening {}", init.state_dir.display()))?)
+        Some(
+            File::open(init.state_dir)
+                .context(|| format!("opening {}", init.state_dir.display()))?,
+        )
     } else {
         None
     };
-    let seccomp = linux.seccomp().as_ref().map(SeccompFilter::from_spec).transpose()?;
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(SeccompFilter::from_spec)
+        .transpose()?;
 
     if !init.plan.joins(LinuxNamespaceType::Mount) {
         let mounts = spec.mounts().clone().unwrap_or_default();
-        mounts::prepare_rootfs(&init.bundle.rootfs, &init.bundle.path, &mounts, &linux, &init.cgroup_mounts)?;
+        mounts::prepare_rootfs(
+            &init.bundle.rootfs,
+            &init.bundle.path,
+            &mounts,
+            &linux,
+            &init.cgroup_mounts,
+        )?;
         mounts::pivot_into(&init.bundle.rootfs)?;
-        let readonly = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+        let readonly = spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
         mounts::finish_rootfs(&linux, readonly)?;
     }
     if let Some(socket) = &init.console {
-        let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
         console::setup(socket, size)?;
     }
     drop(init.console);
@@ -122,7 +144,8 @@ fn setup(init: Init, sync: &Channel, ready_sent: &mut bool) -> Result<Infallible
         process::set_no_new_privs()?;
     }
     process::switch_identity(process)?;
-    chdir(process.cwd()).context(|| format!("entering working directory {}", process.cwd().display()))?;
+    chdir(process.cwd())
+        .context(|| format!("entering working directory {}", process.cwd().display()))?;
     let program = Program::prepare(process)?;
 
     sync.send(READY)?;
@@ -139,16 +162,25 @@ fn setup(init: Init, sync: &Channel, ready_sent: &mut bool) -> Result<Infallible
 /// Block until `start` opens the FIFO for reading. The FIFO is reached through a descriptor of
 /// the state directory opened before pivot_root, so no /proc is needed inside the container.
 fn wait_for_start(state_dir: std::os::fd::BorrowedFd<'_>) -> Result<()> {
-    let fifo: OwnedFd = openat(state_dir, EXEC_FIFO, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .context(|| "opening the exec FIFO".into())?;
-    File::from(fifo).write_all(b"0").context(|| "writing the exec FIFO".into())
+    let fifo: OwnedFd = openat(
+        state_dir,
+        EXEC_FIFO,
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context(|| "opening the exec FIFO".into())?;
+    File::from(fifo)
+        .write_all(b"0")
+        .context(|| "writing the exec FIFO".into())
 }
 
 fn set_domainname(name: &str) -> Result<()> {
-    let c = CString::new(name).map_err(|_| Error::Child("domainname contains a NUL byte".into()))?;
+    let c =
+        CString::new(name).map_err(|_| Error::Child("domainname contains a NUL byte".into()))?;
     // SAFETY: the pointer and length describe a valid, live buffer.
     if unsafe { libc::setdomainname(c.as_ptr(), name.len()) } < 0 {
-        return Err(std::io::Error::last_os_error()).context(|| format!("setting domainname {name:?}"));
+        return Err(std::io::Error::last_os_error())
+            .context(|| format!("setting domainname {name:?}"));
     }
     Ok(())
 }

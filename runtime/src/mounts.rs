@@ -101,24 +101,39 @@ pub fn cgroup_hierarchies(mounts: &[Mount]) -> Result<Vec<Hierarchy>> {
     let wanted = mounts
         .iter()
         .any(|m| matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")));
-    Ok(if wanted { Cgroup::hierarchies()? } else { Vec::new() })
+    Ok(if wanted {
+        Cgroup::hierarchies()?
+    } else {
+        Vec::new()
+    })
 }
 
 /// Everything before `pivot_root`: runs in the container's new mount namespace, so nothing here
 /// is seen by the host.
-pub fn prepare_rootfs(rootfs: &Path, bundle: &Path, mounts: &[Mount], linux: &Linux, cgroups: &[Hierarchy]) -> Result<()> {
+pub fn prepare_rootfs(
+    rootfs: &Path,
+    bundle: &Path,
+    mounts: &[Mount],
+    linux: &Linux,
+    cgroups: &[Hierarchy],
+) -> Result<()> {
     // Slave, not private, by default (as runc): host mounts still reach the container, but nothing
     // the container mounts travels back.
     let root_propagation = match linux.rootfs_propagation().as_deref() {
-        Some(name) if !name.is_empty() => propagation(name).ok_or_else(|| Error::Child(format!(
-            "unknown rootfsPropagation {name:?}"
-        )))?,
+        Some(name) if !name.is_empty() => propagation(name)
+            .ok_or_else(|| Error::Child(format!("unknown rootfsPropagation {name:?}")))?,
         _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     mount(NONE, "/", NONE, root_propagation, NONE).context(|| "setting / propagation".into())?;
     // pivot_root needs the new root to be a mount point.
-    mount(Some(rootfs), rootfs, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE)
-        .context(|| format!("bind-mounting {} onto itself", rootfs.display()))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .context(|| format!("bind-mounting {} onto itself", rootfs.display()))?;
 
     let root = Root::open(rootfs)?;
     let mut dev_is_tmpfs = false;
@@ -146,9 +161,10 @@ fn mount_one(root: &Root, bundle: &Path, m: &Mount, cgroups: &[Hierarchy]) -> Re
     }
 
     if is_bind {
-        let source = m.source().as_deref().ok_or_else(|| {
-            Error::Child(format!("bind mount {} has no source", dest.display()))
-        })?;
+        let source = m
+            .source()
+            .as_deref()
+            .ok_or_else(|| Error::Child(format!("bind mount {} has no source", dest.display())))?;
         let source = if source.is_absolute() {
             source.to_path_buf()
         } else {
@@ -156,7 +172,14 @@ fn mount_one(root: &Root, bundle: &Path, m: &Mount, cgroups: &[Hierarchy]) -> Re
         };
         let meta = std::fs::metadata(&source)
             .context(|| format!("bind mount source {}", source.display()))?;
-        let target = root.resolve_or_create(dest, if meta.is_dir() { Create::Dir } else { Create::File })?;
+        let target = root.resolve_or_create(
+            dest,
+            if meta.is_dir() {
+                Create::Dir
+            } else {
+                Create::File
+            },
+        )?;
         let target = target.proc_path();
         let flags = MsFlags::MS_BIND | (options.flags & MsFlags::MS_REC);
         mount(Some(&source), &target, NONE, flags, NONE)
@@ -166,8 +189,14 @@ fn mount_one(root: &Root, bundle: &Path, m: &Mount, cgroups: &[Hierarchy]) -> Re
         let mounted = resolve_mounted(root, dest)?;
         let mounted_path = mounted.proc_path();
         if !rest.is_empty() {
-            mount(NONE, &mounted_path, NONE, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rest, NONE)
-                .context(|| format!("applying options to bind mount {}", dest.display()))?;
+            mount(
+                NONE,
+                &mounted_path,
+                NONE,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rest,
+                NONE,
+            )
+            .context(|| format!("applying options to bind mount {}", dest.display()))?;
         }
         return set_propagation(&mounted_path, dest, &options);
     }
@@ -176,15 +205,33 @@ fn mount_one(root: &Root, bundle: &Path, m: &Mount, cgroups: &[Hierarchy]) -> Re
     let target = target_node.proc_path();
     let source: PathBuf = m.source().clone().unwrap_or_else(|| PathBuf::from(kind));
     let data = options.data();
-    let result = mount(Some(&source), &target, Some(kind), options.flags, data.as_deref());
+    let result = mount(
+        Some(&source),
+        &target,
+        Some(kind),
+        options.flags,
+        data.as_deref(),
+    );
     match result {
         // Without a private network namespace the kernel refuses a new sysfs; runc falls back to
         // the host's, read-only, and so do we.
         Err(nix::errno::Errno::EPERM) if kind == "sysfs" => {
-            mount(Some("/sys"), &target, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE)
-                .context(|| format!("bind-mounting /sys at {}", dest.display()))?;
-            mount(NONE, &target, NONE, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | options.flags, NONE)
-                .context(|| format!("making {} read-only", dest.display()))?;
+            mount(
+                Some("/sys"),
+                &target,
+                NONE,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                NONE,
+            )
+            .context(|| format!("bind-mounting /sys at {}", dest.display()))?;
+            mount(
+                NONE,
+                &target,
+                NONE,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | options.flags,
+                NONE,
+            )
+            .context(|| format!("making {} read-only", dest.display()))?;
         }
         other => other.context(|| format!("mounting {kind} at {}", dest.display()))?,
     }
@@ -212,33 +259,58 @@ fn set_propagation(target: &Path, dest: &Path, options: &Options) -> Result<()> 
 
 /// A container's own view of the cgroup filesystem. Inside a cgroup namespace each hierarchy's
 /// root is the container's cgroup, so a plain mount shows exactly the container's subtree.
-fn mount_cgroups(root: &Root, dest: &Path, options: &Options, hierarchies: &[Hierarchy]) -> Result<()> {
+fn mount_cgroups(
+    root: &Root,
+    dest: &Path,
+    options: &Options,
+    hierarchies: &[Hierarchy],
+) -> Result<()> {
     let flags = options.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
     if let [only] = hierarchies {
         if only.fstype == "cgroup2" {
             let target_node = root.resolve_or_create(dest, Create::Dir)?;
-    let target = target_node.proc_path();
+            let target = target_node.proc_path();
             return mount(Some("cgroup2"), &target, Some("cgroup2"), flags, NONE)
                 .context(|| format!("mounting cgroup2 at {}", dest.display()));
         }
     }
     let target_node = root.resolve_or_create(dest, Create::Dir)?;
     let target = target_node.proc_path();
-    mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
-        .context(|| format!("mounting tmpfs at {}", dest.display()))?;
+    mount(
+        Some("tmpfs"),
+        &target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .context(|| format!("mounting tmpfs at {}", dest.display()))?;
     for h in hierarchies {
-        let Some(name) = h.mountpoint.file_name() else { continue };
+        let Some(name) = h.mountpoint.file_name() else {
+            continue;
+        };
         let sub = dest.join(name);
         let target_node = root.resolve_or_create(&sub, Create::Dir)?;
-    let target = target_node.proc_path();
+        let target = target_node.proc_path();
         let data = (h.fstype == "cgroup").then_some(h.options.as_str());
-        mount(Some(h.fstype.as_str()), &target, Some(h.fstype.as_str()), flags, data)
-            .context(|| format!("mounting {} at {}", h.fstype, sub.display()))?;
+        mount(
+            Some(h.fstype.as_str()),
+            &target,
+            Some(h.fstype.as_str()),
+            flags,
+            data,
+        )
+        .context(|| format!("mounting {} at {}", h.fstype, sub.display()))?;
     }
     if flags.contains(MsFlags::MS_RDONLY) {
         let mounted = resolve_mounted(root, dest)?;
-        mount(NONE, &mounted.proc_path(), NONE, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags, NONE)
-            .context(|| format!("making {} read-only", dest.display()))?;
+        mount(
+            NONE,
+            &mounted.proc_path(),
+            NONE,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+            NONE,
+        )
+        .context(|| format!("making {} read-only", dest.display()))?;
     }
     Ok(())
 }
@@ -246,7 +318,8 @@ fn mount_cgroups(root: &Root, dest: &Path, options: &Options, hierarchies: &[Hie
 /// Make `rootfs` the container's `/` and detach the host's tree from it entirely.
 pub fn pivot_into(rootfs: &Path) -> Result<()> {
     let old_root = std::fs::File::open("/").context(|| "opening /".into())?;
-    let new_root = std::fs::File::open(rootfs).context(|| format!("opening {}", rootfs.display()))?;
+    let new_root =
+        std::fs::File::open(rootfs).context(|| format!("opening {}", rootfs.display()))?;
     fchdir(&new_root).context(|| format!("entering {}", rootfs.display()))?;
     // pivot_root(".", ".") stacks the old root under the new one, where it can be unmounted
     // without needing a directory for it inside the image.
@@ -261,7 +334,11 @@ pub fn pivot_into(rootfs: &Path) -> Result<()> {
 
 /// What must happen after pivot_root: hidden paths, read-only paths, a read-only root.
 pub fn finish_rootfs(linux: &Linux, readonly_root: bool) -> Result<()> {
-    if let Some(name) = linux.rootfs_propagation().as_deref().filter(|n| !n.is_empty()) {
+    if let Some(name) = linux
+        .rootfs_propagation()
+        .as_deref()
+        .filter(|n| !n.is_empty())
+    {
         if let Some(flags) = propagation(name) {
             mount(NONE, "/", NONE, flags, NONE).context(|| "setting rootfs propagation".into())?;
         }
@@ -273,19 +350,36 @@ pub fn finish_rootfs(linux: &Linux, readonly_root: bool) -> Result<()> {
         mask(Path::new(path))?;
     }
     if readonly_root {
-        mount(NONE, "/", NONE, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, NONE)
-            .context(|| "making the root filesystem read-only".into())?;
+        mount(
+            NONE,
+            "/",
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            NONE,
+        )
+        .context(|| "making the root filesystem read-only".into())?;
     }
     Ok(())
 }
 
 fn make_readonly(path: &Path) -> Result<()> {
-    match mount(Some(path), path, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE) {
+    match mount(
+        Some(path),
+        path,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    ) {
         Err(nix::errno::Errno::ENOENT) => return Ok(()),
         other => other.context(|| format!("bind-mounting readonly path {}", path.display()))?,
     }
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC
-        | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_REC
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
     mount(NONE, path, NONE, flags, NONE).context(|| format!("making {} read-only", path.display()))
 }
 
@@ -297,7 +391,13 @@ fn mask(path: &Path) -> Result<()> {
         Err(e) => return Err(e).context(|| format!("masking {}", path.display())),
     };
     if meta.is_dir() {
-        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        )
     } else {
         mount(Some("/dev/null"), path, NONE, MsFlags::MS_BIND, NONE)
     }

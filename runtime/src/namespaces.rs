@@ -122,6 +122,7 @@ impl Plan {
     }
 
     pub fn joins(&self, kind: LinuxNamespaceType) -> bool {
-        self.join.iter().any(|j| j.kind == kind) || (kind == LinuxNamespaceType::Pid && self.join_pid.is_some())
+        self.join.iter().any(|j| j.kind == kind)
+            || (kind == LinuxNamespaceType::Pid && self.join_pid.is_some())
     }
 }

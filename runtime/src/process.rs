@@ -43,7 +43,8 @@ pub fn apply_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
         match setrlimit(res, limit.soft(), limit.hard()) {
             Ok(()) => {}
             Err(Errno::EPERM) => {
-                let (_, current_hard) = getrlimit(res).context(|| format!("reading {:?}", limit.typ()))?;
+                let (_, current_hard) =
+                    getrlimit(res).context(|| format!("reading {:?}", limit.typ()))?;
                 let hard = limit.hard().min(current_hard);
                 let soft = limit.soft().min(hard);
                 tracing::warn!(
@@ -65,8 +66,13 @@ pub fn apply_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
 pub fn set_oom_score_adj(value: i32) -> Result<()> {
     match std::fs::write("/proc/self/oom_score_adj", value.to_string()) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EPERM) => {
-            tracing::warn!(value, "cannot lower oom_score_adj without CAP_SYS_RESOURCE; kept the inherited value");
+        Err(e)
+            if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EPERM) =>
+        {
+            tracing::warn!(
+                value,
+                "cannot lower oom_score_adj without CAP_SYS_RESOURCE; kept the inherited value"
+            );
             Ok(())
         }
         Err(e) => Err(e).context(|| "setting oom_score_adj".into()),
@@ -116,9 +122,13 @@ impl Program {
     pub fn prepare(process: &Process) -> Result<Self> {
         let args = process.args().clone().unwrap_or_default();
         let env = process.env().clone().unwrap_or_default();
-        let first = args.first().ok_or_else(|| Error::Child("process.args is empty".into()))?;
+        let first = args
+            .first()
+            .ok_or_else(|| Error::Child("process.args is empty".into()))?;
         let path = find_executable(first, &env)?;
-        let cstr = |s: &str| CString::new(s).map_err(|_| Error::Child(format!("{s:?} contains a NUL byte")));
+        let cstr = |s: &str| {
+            CString::new(s).map_err(|_| Error::Child(format!("{s:?} contains a NUL byte")))
+        };
         Ok(Program {
             path: CString::new(path.as_os_str().as_bytes())
                 .map_err(|_| Error::Child("program path contains a NUL byte".into()))?,
@@ -129,6 +139,7 @@ impl Program {
 
     /// Replace this process with the program; returns only on failure.
     pub fn exec(&self) -> Error {
+        reset_signals();
         match nix::unistd::execve(&self.path, &self.args, &self.env) {
             Err(e) => Error::Sys {
                 context: format!("executing {:?}", self.path),
@@ -154,14 +165,60 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    Err(Error::Child(format!("executable {name:?} not found in $PATH ({path})")))
+    Err(Error::Child(format!(
+        "executable {name:?} not found in $PATH ({path})"
+    )))
 }
 
 fn check_executable(path: &Path) -> Result<PathBuf> {
     let meta = std::fs::metadata(path)
         .map_err(|e| Error::Child(format!("executable {}: {e}", path.display())))?;
     if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(Error::Child(format!("{} is not an executable file", path.display())));
+        return Err(Error::Child(format!(
+            "{} is not an executable file",
+            path.display()
+        )));
     }
     Ok(path.to_path_buf())
+}
+
+/// Give the program default signal handling. execve keeps ignored signals and the signal mask,
+/// and Rust's runtime ignores SIGPIPE: without this a container's `yes | head` would never end.
+fn reset_signals() {
+    // The raw syscall, because glibc refuses to touch the two real-time signals it reserves
+    // (32 and 33), which a parent may still have left ignored.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: the struct matches the kernel's sigaction layout for rt_sigaction with an
+        // 8-byte mask; SIG_DFL runs no code of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
 }

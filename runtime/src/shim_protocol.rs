@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 use crate::state::{write_atomic, Status};
 
 /// Bumped when a change would break an existing client.
@@ -163,18 +163,20 @@ pub struct ExecResult {
 pub const EXEC_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
 
 impl ExecResult {
-    pub fn stdout_bytes(&self) -> Result<Vec<u8>> {
+    pub fn stdout_bytes(&self) -> Result<Vec<u8>, base64::InvalidBase64> {
         base64::decode(&self.stdout)
     }
 
-    pub fn stderr_bytes(&self) -> Result<Vec<u8>> {
+    pub fn stderr_bytes(&self) -> Result<Vec<u8>, base64::InvalidBase64> {
         base64::decode(&self.stderr)
     }
 }
 
 /// Standard base64 (RFC 4648, with padding): small enough to keep rather than add a dependency.
 pub mod base64 {
-    use super::{Error, Result};
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("invalid base64 text")]
+    pub struct InvalidBase64;
 
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -198,23 +200,33 @@ pub mod base64 {
         out
     }
 
-    pub fn decode(text: &str) -> Result<Vec<u8>> {
-        let bad = || Error::Child(format!("invalid base64 {text:?}"));
+    pub fn decode(text: &str) -> Result<Vec<u8>, InvalidBase64> {
         let text = text.trim_end_matches('=').as_bytes();
         let mut out = Vec::with_capacity(text.len() * 3 / 4);
         for chunk in text.chunks(4) {
             if chunk.len() == 1 {
-                return Err(bad());
+                return Err(InvalidBase64);
             }
             let mut n = 0u32;
             for (i, c) in chunk.iter().enumerate() {
-                let v = ALPHABET.iter().position(|a| a == c).ok_or_else(bad)? as u32;
-                n |= v << (18 - 6 * i);
+                n |= value(*c).ok_or(InvalidBase64)? << (18 - 6 * i);
             }
             let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
             out.extend_from_slice(&bytes[..chunk.len() - 1]);
         }
         Ok(out)
+    }
+
+    fn value(c: u8) -> Option<u32> {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        Some(u32::from(v))
     }
 }
 

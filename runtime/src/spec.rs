@@ -67,7 +67,10 @@ impl Bundle {
                     format!("namespace {} is listed twice", ns.typ()),
                 ));
             }
-            if matches!(ns.typ(), LinuxNamespaceType::User | LinuxNamespaceType::Time) {
+            if matches!(
+                ns.typ(),
+                LinuxNamespaceType::User | LinuxNamespaceType::Time
+            ) {
                 return Err(invalid(
                     &self.path,
                     format!("{} namespaces are not supported", ns.typ()),

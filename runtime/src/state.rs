@@ -90,12 +90,21 @@ pub struct StateDoc {
 
 /// Write `data` to `path` so that readers see either the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
     let mut file = fs::File::create(&tmp).context(|| format!("creating {}", tmp.display()))?;
     file.write_all(data)
         .and_then(|()| file.sync_all())
         .context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).context(|| format!("renaming {} into place", tmp.display()))
+    fs::rename(&tmp, path).context(|| format!("renaming {} into place", tmp.display()))?;
+    // The rename itself is durable only once the directory is synced.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Start time (field 22 of /proc/PID/stat) and whether the process is a zombie.

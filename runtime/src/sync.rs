@@ -9,8 +9,13 @@ use crate::error::{Context, Error, Result};
 pub struct Channel(OwnedFd);
 
 pub fn pair() -> Result<(Channel, Channel)> {
-    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .context(|| "creating the sync socketpair".into())?;
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context(|| "creating the sync socketpair".into())?;
     Ok((Channel(a), Channel(b)))
 }
 
@@ -19,7 +24,8 @@ pub const READY: &[u8] = b"ready";
 
 impl Channel {
     pub fn send(&self, msg: &[u8]) -> Result<()> {
-        send(self.0.as_raw_fd(), msg, MsgFlags::MSG_NOSIGNAL).context(|| "sync socket send".into())?;
+        send(self.0.as_raw_fd(), msg, MsgFlags::MSG_NOSIGNAL)
+            .context(|| "sync socket send".into())?;
         Ok(())
     }
 
@@ -48,14 +54,17 @@ impl Channel {
     pub fn expect(&self, expected: &[u8]) -> Result<()> {
         match self.recv()? {
             Some(msg) if msg == expected => Ok(()),
-            Some(msg) if msg.first() == Some(&b'E') => {
-                Err(Error::Child(format!("container process: {}", String::from_utf8_lossy(&msg[1..]))))
-            }
+            Some(msg) if msg.first() == Some(&b'E') => Err(Error::Child(format!(
+                "container process: {}",
+                String::from_utf8_lossy(&msg[1..])
+            ))),
             Some(msg) => Err(Error::Child(format!(
                 "unexpected sync message {:?}",
                 String::from_utf8_lossy(&msg)
             ))),
-            None => Err(Error::Child("the container process exited during setup".into())),
+            None => Err(Error::Child(
+                "the container process exited during setup".into(),
+            )),
         }
     }
 }

@@ -19,7 +19,12 @@ impl Default for Runtime {
 
 impl Runtime {
     pub fn new() -> Runtime {
-        Runtime { root: tempfile::Builder::new().prefix("peapod-root-").tempdir().unwrap() }
+        Runtime {
+            root: tempfile::Builder::new()
+                .prefix("peapod-root-")
+                .tempdir()
+                .unwrap(),
+        }
     }
 
     pub fn command(&self) -> Command {
@@ -48,7 +53,11 @@ impl Runtime {
             f.read_to_end(&mut v).unwrap();
             v
         };
-        Output { status, stdout: read(out), stderr: read(err) }
+        Output {
+            status,
+            stdout: read(out),
+            stderr: read(err),
+        }
     }
 
     /// Run and insist on success; returns stdout.
@@ -80,7 +89,10 @@ impl Runtime {
     }
 
     pub fn status(&self, id: &str) -> String {
-        self.state(id)["status"].as_str().unwrap_or_default().to_string()
+        self.state(id)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub fn wait_status(&self, id: &str, want: &str) {
@@ -91,13 +103,18 @@ impl Runtime {
             if state["status"] == want {
                 break;
             }
-            assert!(Instant::now() < deadline, "container {id} never became {want}");
+            assert!(
+                Instant::now() < deadline,
+                "container {id} never became {want}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     pub fn entries(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.root.path()).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
+        std::fs::read_dir(self.root.path())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default()
     }
 }
 

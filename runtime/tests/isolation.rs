@@ -48,7 +48,10 @@ fn mounts_made_inside_stay_inside() {
     });
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "1");
-    assert!(!peapod_tests::host_mounts().contains("/mnt/peapod-inner"), "the container's mount leaked to the host");
+    assert!(
+        !peapod_tests::host_mounts().contains("/mnt/peapod-inner"),
+        "the container's mount leaked to the host"
+    );
 }
 
 #[test]
@@ -66,20 +69,36 @@ fn masked_and_readonly_paths() {
     let script = "wc -c < /proc/keys; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid && echo writable";
     let (_, out, err) = run_sh(script, |_| {});
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    assert_eq!(lines, ["0", "0", "0"], "masked paths read empty: {out} {err}");
+    assert_eq!(
+        lines,
+        ["0", "0", "0"],
+        "masked paths read empty: {out} {err}"
+    );
     assert!(!out.contains("writable"), "/proc/sys is read-only");
     assert!(err.contains("Read-only file system"), "{err}");
     // The host's files really have content: the masks, not the kernel, made them empty.
-    assert!(std::fs::read_to_string("/proc/timer_list").map(|t| !t.is_empty()).unwrap_or(true));
+    assert!(std::fs::read_to_string("/proc/timer_list")
+        .map(|t| !t.is_empty())
+        .unwrap_or(true));
 }
 
 /// The bit of each default capability, as in linux/capability.h.
 fn cap_bit(name: &str) -> u32 {
     match name {
-        "CAP_CHOWN" => 0, "CAP_DAC_OVERRIDE" => 1, "CAP_FOWNER" => 3, "CAP_FSETID" => 4,
-        "CAP_KILL" => 5, "CAP_SETGID" => 6, "CAP_SETUID" => 7, "CAP_SETPCAP" => 8,
-        "CAP_NET_BIND_SERVICE" => 10, "CAP_NET_RAW" => 13, "CAP_SYS_CHROOT" => 18,
-        "CAP_MKNOD" => 27, "CAP_AUDIT_WRITE" => 29, "CAP_SETFCAP" => 31,
+        "CAP_CHOWN" => 0,
+        "CAP_DAC_OVERRIDE" => 1,
+        "CAP_FOWNER" => 3,
+        "CAP_FSETID" => 4,
+        "CAP_KILL" => 5,
+        "CAP_SETGID" => 6,
+        "CAP_SETUID" => 7,
+        "CAP_SETPCAP" => 8,
+        "CAP_NET_BIND_SERVICE" => 10,
+        "CAP_NET_RAW" => 13,
+        "CAP_SYS_CHROOT" => 18,
+        "CAP_MKNOD" => 27,
+        "CAP_AUDIT_WRITE" => 29,
+        "CAP_SETFCAP" => 31,
         other => panic!("unexpected capability {other}"),
     }
 }
@@ -107,8 +126,14 @@ fn capabilities_match_the_spec() {
     });
     assert_eq!(code, 0, "{err}");
     let field = cap_sets(&out);
-    assert_eq!(field("CapEff"), mask(&["CAP_CHOWN", "CAP_KILL", "CAP_SETUID"]));
-    assert_eq!(field("CapPrm"), mask(&["CAP_CHOWN", "CAP_KILL", "CAP_SETUID"]));
+    assert_eq!(
+        field("CapEff"),
+        mask(&["CAP_CHOWN", "CAP_KILL", "CAP_SETUID"])
+    );
+    assert_eq!(
+        field("CapPrm"),
+        mask(&["CAP_CHOWN", "CAP_KILL", "CAP_SETUID"])
+    );
     assert_eq!(field("CapBnd"), mask(&peapod_tests::DEFAULT_CAPS));
     assert_eq!(field("CapInh"), 0);
     assert_eq!(field("CapAmb"), 0);
@@ -128,9 +153,13 @@ fn capabilities_match_the_spec() {
 
 #[test]
 fn user_group_and_supplementary_groups() {
-    let (code, out, err) = run_sh("grep -E '^(Uid|Gid|Groups)' /proc/self/status; umask", |c| {
-        c["process"]["user"] = json!({"uid": 1000, "gid": 2000, "additionalGids": [3000, 3001], "umask": 63});
-    });
+    let (code, out, err) = run_sh(
+        "grep -E '^(Uid|Gid|Groups)' /proc/self/status; umask",
+        |c| {
+            c["process"]["user"] =
+                json!({"uid": 1000, "gid": 2000, "additionalGids": [3000, 3001], "umask": 63});
+        },
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Uid:\t1000\t1000\t1000\t1000"), "{out}");
     assert!(out.contains("Gid:\t2000\t2000\t2000\t2000"), "{out}");
@@ -170,9 +199,20 @@ fn memory_limit_oom_kills_and_is_reported() {
     bundle.config["linux"]["resources"] = json!({"memory": {"limit": 33554432, "swap": 33554432}});
     bundle.write();
     let id = common::unique("oom");
-    let out = rt.run(&["run", "--keep", "--bundle", bundle.path().to_str().unwrap(), &id]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "survived\n", "sh survives; its child tail was killed");
-    let stats: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
+    let out = rt.run(&[
+        "run",
+        "--keep",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "survived\n",
+        "sh survives; its child tail was killed"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
     assert!(stats["data"]["oom_kills"].as_u64().unwrap() >= 1, "{stats}");
     assert_eq!(stats["data"]["memory_limit_bytes"], 33554432);
     rt.ok(&["delete", &id]);
@@ -190,15 +230,33 @@ fn pids_limit_stops_a_fork_bomb() {
     let (_, out, err) = run_sh(script, |c| {
         c["linux"]["resources"] = json!({"pids": {"limit": 16}});
     });
-    assert!(err.contains("can't fork") || err.contains("Resource temporarily unavailable"), "stderr: {err} stdout: {out}");
+    assert!(
+        err.contains("can't fork") || err.contains("Resource temporarily unavailable"),
+        "stderr: {err} stdout: {out}"
+    );
 }
 
 #[test]
 fn environment_cwd_and_hostname() {
     let (code, out, err) = run_sh("pwd; echo $FOO", |c| {
         c["process"]["cwd"] = "/tmp".into();
-        c["process"]["env"].as_array_mut().unwrap().push("FOO=bar baz".into());
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push("FOO=bar baz".into());
     });
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "/tmp\nbar baz\n");
+}
+
+#[test]
+fn signals_start_at_their_defaults() {
+    // Nothing the runtime ignored or blocked leaks into the container (Rust ignores SIGPIPE).
+    let bundle = Bundle::new(&["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
+    let (code, out, err) = Runtime::new().run_bundle(&bundle);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
 }

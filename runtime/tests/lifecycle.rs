@@ -11,7 +11,14 @@ fn create_start_kill_delete() {
     bundle.write();
     let id = unique("life");
     let pid_file = bundle.path().join("pid");
-    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id]);
+    rt.ok(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
 
     let state = rt.state(&id);
     assert_eq!(state["status"], "created");
@@ -23,7 +30,10 @@ fn create_start_kill_delete() {
     // Still held before exec: the init is not yet running `sleep`.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_ne!(comm.trim(), "sleep");
-    assert!(!cgroup_dirs(&id).is_empty(), "the container's cgroup exists");
+    assert!(
+        !cgroup_dirs(&id).is_empty(),
+        "the container's cgroup exists"
+    );
 
     rt.ok(&["start", &id]);
     assert_eq!(rt.status(&id), "running");
@@ -43,8 +53,16 @@ fn create_start_kill_delete() {
     rt.ok(&["kill", &id, "KILL"]);
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
-    assert!(rt.entries().is_empty(), "state left behind: {:?}", rt.entries());
-    assert!(cgroup_dirs(&id).is_empty(), "cgroup left behind: {:?}", cgroup_dirs(&id));
+    assert!(
+        rt.entries().is_empty(),
+        "state left behind: {:?}",
+        rt.entries()
+    );
+    assert!(
+        cgroup_dirs(&id).is_empty(),
+        "cgroup left behind: {:?}",
+        cgroup_dirs(&id)
+    );
     assert!(!rt.run(&["state", &id]).status.success());
 }
 
@@ -56,7 +74,10 @@ fn run_propagates_exit_codes_and_signals() {
     assert_eq!(code, 42, "stderr: {err}");
     assert_eq!(out, "out\n");
     assert_eq!(err, "err\n");
-    assert!(rt.entries().is_empty(), "run removes the container after it exits");
+    assert!(
+        rt.entries().is_empty(),
+        "run removes the container after it exits"
+    );
 
     // A container killed by a signal: `run` exits with 128 + signal, like a shell.
     let bundle = Bundle::new(&["sleep", "1000"]);
@@ -80,7 +101,13 @@ fn exec_joins_the_container() {
     let bundle = Bundle::new(&["sleep", "1000"]);
     bundle.write();
     let id = unique("exec");
-    rt.ok(&["run", "--detach", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.ok(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
 
     let out = rt.ok(&["exec", &id, "sh", "-c", "hostname; cat /proc/1/comm; for ns in net ipc uts mnt; do readlink /proc/self/ns/$ns; done"]);
@@ -92,13 +119,33 @@ fn exec_joins_the_container() {
         assert_eq!(*line, host_view.to_str().unwrap(), "{ns} namespace");
     }
     // The exec'd process is in the container's cgroup, and its exit code comes back.
-    let out = rt.run(&["exec", &id, "sh", "-c", "cat /proc/self/cgroup | grep -c . ; exit 7"]);
+    let out = rt.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup | grep -c . ; exit 7",
+    ]);
     assert_eq!(out.status.code(), Some(7));
     let out = rt.run(&["exec", &id, "no-such-program"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // --user and --env
-    let out = rt.ok(&["exec", "--user", "1000:1001", "--env", "GREETING=hi", &id, "sh", "-c", "echo $(id -u):$(id -g):$GREETING"]);
+    let out = rt.ok(&[
+        "exec",
+        "--user",
+        "1000:1001",
+        "--env",
+        "GREETING=hi",
+        &id,
+        "sh",
+        "-c",
+        "echo $(id -u):$(id -g):$GREETING",
+    ]);
     assert_eq!(out.trim(), "1000:1001:hi");
     rt.ok(&["delete", "--force", &id]);
     assert!(cgroup_dirs(&id).is_empty());
@@ -110,7 +157,13 @@ fn pause_resume_update_ps_stats() {
     let bundle = Bundle::new(&["sleep", "1000"]);
     bundle.write();
     let id = unique("pause");
-    rt.ok(&["run", "--detach", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.ok(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
     rt.ok(&["pause", &id]);
     assert_eq!(rt.status(&id), "paused");
     rt.ok(&["resume", &id]);
@@ -121,9 +174,14 @@ fn pause_resume_update_ps_stats() {
     assert_eq!(ps, vec![pid]);
 
     let resources = rt.root.path().join("res.json");
-    std::fs::write(&resources, r#"{"memory": {"limit": 67108864}, "pids": {"limit": 33}}"#).unwrap();
+    std::fs::write(
+        &resources,
+        r#"{"memory": {"limit": 67108864}, "pids": {"limit": 33}}"#,
+    )
+    .unwrap();
     rt.ok(&["update", "--resources", resources.to_str().unwrap(), &id]);
-    let stats: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
     assert_eq!(stats["data"]["memory_limit_bytes"], 67108864);
     assert_eq!(stats["data"]["pids_limit"], 33);
     assert_eq!(stats["data"]["pids_current"], 1);
@@ -140,7 +198,11 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     let id = unique("bad");
     let out = rt.run(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid OCI spec"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a valid OCI spec"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Missing rootfs
     let mut bundle = Bundle::new(&["true"]);
@@ -148,31 +210,56 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     bundle.write();
     let out = rt.run(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("root filesystem"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("root filesystem"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A namespace path that is not a namespace
     let mut bundle = Bundle::new(&["true"]);
-    bundle.config["linux"]["namespaces"][1] = serde_json::json!({"type": "network", "path": "/etc/hostname"});
+    bundle.config["linux"]["namespaces"][1] =
+        serde_json::json!({"type": "network", "path": "/etc/hostname"});
     bundle.write();
     let out = rt.run(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a namespace file"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a namespace file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A program that does not exist: found out during create, not after start.
     let bundle = Bundle::new(&["/no/such/program"]);
     bundle.write();
     let out = rt.run(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/program"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/no/such/program"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // An invalid id
-    let out = rt.run(&["create", "--bundle", bundle.path().to_str().unwrap(), "../escape"]);
+    let out = rt.run(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "../escape",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid container id"));
 
-    assert!(rt.entries().is_empty(), "state left behind: {:?}", rt.entries());
+    assert!(
+        rt.entries().is_empty(),
+        "state left behind: {:?}",
+        rt.entries()
+    );
     assert!(cgroup_dirs(&id).is_empty(), "cgroup left behind");
-    assert!(!peapod_tests::host_mounts().contains("peapod-bundle-"), "mounts leaked");
+    assert!(
+        !peapod_tests::host_mounts().contains("peapod-bundle-"),
+        "mounts leaked"
+    );
 
     // Duplicate id: refused, and the first container is untouched.
     let bundle = Bundle::new(&["sleep", "1000"]);

@@ -233,10 +233,20 @@ fn process(args: &[&str]) -> Value {
     json!({ "args": args, "cwd": "/", "env": ["PATH=/bin"], "user": { "uid": 0, "gid": 0 } })
 }
 
-fn parent_of(pid: i32) -> i32 {
+/// A numeric field of /proc/PID/stat, counted from the state (field 3) on.
+fn stat_field(pid: i32, index: usize) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name may contain spaces: parse after its closing parenthesis.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split(' ').nth(1).unwrap().parse().unwrap()
+    rest.split(' ').nth(index).unwrap().parse().unwrap()
+}
+
+fn parent_of(pid: i32) -> i32 {
+    stat_field(pid, 1)
+}
+
+fn session_of(pid: i32) -> i32 {
+    stat_field(pid, 3)
 }
 
 #[test]
@@ -324,6 +334,7 @@ fn the_shim_outlives_its_launcher() {
     // from us.
     assert!(shim.alive());
     assert_ne!(parent_of(shim.pid), std::process::id() as i32);
+    assert_ne!(session_of(shim.pid), session_of(std::process::id() as i32));
     shim.ok(json!({"op": "start"}));
     // A PID namespace's init ignores signals it has no handler for: wait for the trap.
     eventually("the trap", || shim.entries().iter().any(|e| e.2 == "ready"));
@@ -372,6 +383,14 @@ fn exec_returns_output_and_exit_code() {
         .exec
         .unwrap();
     assert_eq!(exec.stdout_bytes().unwrap(), b"peapod-test\n");
+    // Large output (more than any pipe or socket buffer) arrives whole.
+    let exec = shim
+        .ok(json!({"op": "exec", "process": process(&["seq", "1", "200000"])}))
+        .exec
+        .unwrap();
+    let expected: String = (1..=200000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(exec.stdout_bytes().unwrap(), expected.as_bytes());
+    assert!(!exec.truncated);
 }
 
 #[test]
@@ -565,4 +584,45 @@ fn an_oom_kill_is_recorded() {
     let exit = shim.wait();
     assert_eq!(exit.signal, Some(9));
     assert!(exit.oom_killed, "{exit:?}");
+}
+
+#[test]
+fn orphans_are_reaped_by_the_shim() {
+    // Without a PID namespace of its own, the container's orphans are re-parented to the shim,
+    // its subreaper.
+    let mut bundle = Bundle::new(&["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"]);
+    let namespaces = bundle.config["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.retain(|ns| ns["type"] != "pid");
+    bundle.write();
+    let shim = Shim::launch_bundle(bundle, &["--start"]);
+    assert_eq!(shim.wait().exit_code, 0);
+    let orphan: i32 = shim.entries()[0].2.parse().unwrap();
+    assert_eq!(parent_of(orphan), shim.pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(orphan),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Not left a zombie: the shim reaped it.
+    eventually("the orphan to be reaped", || {
+        process_start_time(orphan).is_none()
+    });
+}
+
+#[test]
+fn a_second_shim_on_the_same_socket_is_refused() {
+    let shim = Shim::launch(&["sleep", "1000"], &[]);
+    let other_id = unique("shim-dup");
+    let bundle = Bundle::new(&["true"]);
+    bundle.write();
+    let out = launch_raw(&other_id, &bundle, shim.dir.path(), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another shim is listening"), "{stderr}");
+    assert!(!shim.root().join(&other_id).exists());
+    // The first shim is unharmed.
+    assert_eq!(
+        shim.ok(json!({"op": "state"})).status,
+        Some(peapod_runtime::Status::Created)
+    );
 }

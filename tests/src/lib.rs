@@ -8,13 +8,20 @@ use serde_json::{json, Value};
 
 /// The workspace root (tests run with the package directory as cwd).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// A name no other test in this run (or a concurrent run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// An OCI bundle with a busybox root filesystem in a temporary directory.
@@ -27,13 +34,19 @@ impl Bundle {
     /// A bundle that runs `args` with runc's default isolation (new pid, net, ipc, uts, mount and
     /// cgroup namespaces, the usual mounts, masked and read-only paths) but no terminal.
     pub fn new(args: &[&str]) -> Bundle {
-        let dir = tempfile::Builder::new().prefix("peapod-bundle-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-bundle-")
+            .tempdir()
+            .expect("tempdir");
         let status = Command::new(workspace_root().join("scripts/mk-busybox-rootfs"))
             .arg(dir.path().join("rootfs"))
             .status()
             .expect("running scripts/mk-busybox-rootfs");
         assert!(status.success(), "mk-busybox-rootfs failed");
-        Bundle { dir, config: default_config(args) }
+        Bundle {
+            dir,
+            config: default_config(args),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -46,17 +59,31 @@ impl Bundle {
 
     /// Write config.json (call after editing `config`).
     pub fn write(&self) -> &Self {
-        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap())
-            .expect("writing config.json");
+        std::fs::write(
+            self.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .expect("writing config.json");
         self
     }
 }
 
 /// The default capability set of runc and containerd.
 pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 ];
 
 pub fn default_config(args: &[&str]) -> Value {

@@ -16,7 +16,11 @@ use peapod_runtime::container::{self, Container, CreateOptions};
 use peapod_runtime::{exec, signal, ExecOptions, Status};
 
 #[derive(Parser)]
-#[command(name = "peapod-runtime", version, about = "Run OCI containers (runc-compatible)")]
+#[command(
+    name = "peapod-runtime",
+    version,
+    about = "Run OCI containers (runc-compatible)"
+)]
 struct Cli {
     /// Directory for the containers' state.
     #[arg(long, global = true, default_value = "/run/peapod-runtime")]
@@ -183,13 +187,20 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let file = cli.log.as_ref().and_then(|p| {
-        std::fs::OpenOptions::new().create(true).append(true).open(p).ok()
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
     });
     // The subscriber writes synchronously: no logging thread, so the process stays
     // single-threaded, which clone() requires.
     match (file, cli.log_format) {
         (Some(f), LogFormat::Json) => builder.json().with_writer(std::sync::Mutex::new(f)).init(),
-        (Some(f), LogFormat::Text) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init(),
+        (Some(f), LogFormat::Text) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .init(),
         (None, LogFormat::Json) => builder.json().with_writer(std::io::stderr).init(),
         (None, LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
     }
@@ -206,7 +217,11 @@ fn run(cli: Cli) -> Result<u8> {
             let state = Container::load(root, &id)?.state()?;
             println!("{}", serde_json::to_string_pretty(&state)?);
         }
-        Command::Kill { all, id, signal: sig } => {
+        Command::Kill {
+            all,
+            id,
+            signal: sig,
+        } => {
             let sig = signal::parse(&sig)?;
             Container::load(root, &id)?.kill(sig, all)?;
         }
@@ -218,10 +233,22 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Err(e) => return Err(e.into()),
         },
-        Command::Run { create: args, detach, keep } => {
-            let tty = tty::Session::for_run(&args.bundle, args.console_socket.is_none() && !detach)?;
+        Command::Run {
+            create: args,
+            detach,
+            keep,
+        } => {
+            let tty =
+                tty::Session::for_run(&args.bundle, args.console_socket.is_none() && !detach)?;
             let console_socket = tty.socket_path().or(args.console_socket.clone());
-            let c = create(root, CreateArgs { console_socket, ..args }, false)?;
+            let c = create(
+                root,
+                CreateArgs {
+                    console_socket,
+                    ..args
+                },
+                false,
+            )?;
             if detach {
                 return Ok(0);
             }
@@ -250,9 +277,11 @@ fn run(cli: Cli) -> Result<u8> {
             let text = if resources == Path::new("-") {
                 std::io::read_to_string(std::io::stdin())?
             } else {
-                std::fs::read_to_string(&resources).with_context(|| format!("reading {}", resources.display()))?
+                std::fs::read_to_string(&resources)
+                    .with_context(|| format!("reading {}", resources.display()))?
             };
-            let res: LinuxResources = serde_json::from_str(&text).context("parsing the resources JSON")?;
+            let res: LinuxResources =
+                serde_json::from_str(&text).context("parsing the resources JSON")?;
             Container::load(root, &id)?.update(&res)?;
         }
         Command::Events { stats, id } => {
@@ -260,7 +289,10 @@ fn run(cli: Cli) -> Result<u8> {
                 bail!("only `events --stats` is supported");
             }
             let stats = Container::load(root, &id)?.stats()?;
-            println!("{}", serde_json::json!({ "type": "stats", "id": id, "data": stats }));
+            println!(
+                "{}",
+                serde_json::json!({ "type": "stats", "id": id, "data": stats })
+            );
         }
         Command::Spec { bundle } => spec_cmd::write_default(&bundle)?,
     }
@@ -288,7 +320,12 @@ fn exec_cmd(root: &Path, args: ExecArgs) -> Result<u8> {
             if args.command.is_empty() {
                 bail!("exec needs a command or --process");
             }
-            let mut p = container.record().config.process().clone().unwrap_or_default();
+            let mut p = container
+                .record()
+                .config
+                .process()
+                .clone()
+                .unwrap_or_default();
             p.set_args(Some(args.command.clone()));
             p.set_terminal(Some(args.tty));
             p
@@ -305,8 +342,14 @@ fn exec_cmd(root: &Path, args: ExecArgs) -> Result<u8> {
     if let Some(user) = &args.user {
         let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
         let mut u = process.user().clone();
-        u.set_uid(uid.parse().with_context(|| format!("bad uid in --user {user}"))?);
-        u.set_gid(gid.parse().with_context(|| format!("bad gid in --user {user}"))?);
+        u.set_uid(
+            uid.parse()
+                .with_context(|| format!("bad uid in --user {user}"))?,
+        );
+        u.set_gid(
+            gid.parse()
+                .with_context(|| format!("bad gid in --user {user}"))?,
+        );
         process.set_user(u);
     }
     let terminal = process.terminal().unwrap_or(false);
@@ -355,15 +398,33 @@ fn list(root: &Path, format: Format, quiet: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let states = containers.iter().map(|c| c.state()).collect::<Result<Vec<_>, _>>()?;
+    let states = containers
+        .iter()
+        .map(|c| c.state())
+        .collect::<Result<Vec<_>, _>>()?;
     if format == Format::Json {
         println!("{}", serde_json::to_string(&states)?);
         return Ok(());
     }
-    println!("{:<24} {:<8} {:<8} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+    println!(
+        "{:<24} {:<8} {:<8} {:<40} {:<32} OWNER",
+        "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+    );
     for s in states {
-        let pid = if s.status == Status::Stopped { 0 } else { s.pid };
-        println!("{:<24} {:<8} {:<8} {:<40} {:<32} {}", s.id, pid, s.status, s.bundle.display(), s.created, s.owner);
+        let pid = if s.status == Status::Stopped {
+            0
+        } else {
+            s.pid
+        };
+        println!(
+            "{:<24} {:<8} {:<8} {:<40} {:<32} {}",
+            s.id,
+            pid,
+            s.status,
+            s.bundle.display(),
+            s.created,
+            s.owner
+        );
     }
     Ok(())
 }

@@ -35,8 +35,11 @@ impl Session {
         let dir = std::env::temp_dir().join(format!("peapod-tty-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = tempdir::Dir(dir);
-        let listener = UnixListener::bind(dir.0.join("console.sock")).context("binding the console socket")?;
-        Ok(Session { listener: Some((listener, dir)) })
+        let listener =
+            UnixListener::bind(dir.0.join("console.sock")).context("binding the console socket")?;
+        Ok(Session {
+            listener: Some((listener, dir)),
+        })
     }
 
     /// A session only when the bundle asks for a terminal and we are in the foreground.
@@ -49,17 +52,27 @@ impl Session {
             .ok()
             .and_then(|v| v["process"]["terminal"].as_bool())
             .unwrap_or(false);
-        if wants_tty { Self::new() } else { Ok(Self::none()) }
+        if wants_tty {
+            Self::new()
+        } else {
+            Ok(Self::none())
+        }
     }
 
     pub fn socket_path(&self) -> Option<PathBuf> {
-        self.listener.as_ref().map(|(_, dir)| dir.0.join("console.sock"))
+        self.listener
+            .as_ref()
+            .map(|(_, dir)| dir.0.join("console.sock"))
     }
 
     /// Relay our stdin to the container's terminal and its output to our stdout until it closes.
     pub fn relay_until_exit(self) -> Result<()> {
-        let Some((listener, _dir)) = self.listener else { return Ok(()) };
-        let (conn, _) = listener.accept().context("accepting the console connection")?;
+        let Some((listener, _dir)) = self.listener else {
+            return Ok(());
+        };
+        let (conn, _) = listener
+            .accept()
+            .context("accepting the console connection")?;
         let master: OwnedFd = peapod_runtime::console::recv_fd(&conn)?;
         let stdin = std::io::stdin();
         let saved = RawMode::enter(stdin.as_fd());
@@ -76,7 +89,10 @@ impl Session {
                 Ok(_) => {}
             }
             let master_ready = fds[0].revents().unwrap_or(PollFlags::empty());
-            let stdin_ready = fds.get(1).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+            let stdin_ready = fds
+                .get(1)
+                .and_then(|f| f.revents())
+                .unwrap_or(PollFlags::empty());
             if !master_ready.is_empty() {
                 match nix::unistd::read(&master, &mut buf) {
                     Ok(0) | Err(nix::errno::Errno::EIO) => break,
@@ -149,10 +165,23 @@ extern "C" fn relay(sig: libc::c_int) {
 /// Pass the signals a user sends to `run`/`exec` on to the container process, as runc does.
 pub fn forward_signals(pid: Pid) -> Result<()> {
     TARGET.store(pid.as_raw(), Ordering::Relaxed);
-    let action = SigAction::new(SigHandler::Handler(relay), SaFlags::SA_RESTART, SigSet::empty());
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH] {
+    let action = SigAction::new(
+        SigHandler::Handler(relay),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
         // SAFETY: the handler only reads an atomic and calls kill.
-        unsafe { sigaction(sig, &action) }.with_context(|| format!("installing a handler for {sig}"))?;
+        unsafe { sigaction(sig, &action) }
+            .with_context(|| format!("installing a handler for {sig}"))?;
     }
     Ok(())
 }

@@ -104,12 +104,14 @@ impl Client {
     }
 
     pub fn respond(&mut self, response: &Response) {
-        match serde_json::to_vec(response) {
-            Ok(mut line) => {
-                line.push(b'\n');
-                self.outbuf.extend_from_slice(&line);
+        // Straight into the output buffer: an exec's answer can be megabytes.
+        let start = self.outbuf.len();
+        match serde_json::to_writer(&mut self.outbuf, response) {
+            Ok(()) => self.outbuf.push(b'\n'),
+            Err(e) => {
+                tracing::error!(error = %e, "serialising a response");
+                self.outbuf.truncate(start);
             }
-            Err(e) => tracing::error!(error = %e, "serialising a response"),
         }
         self.flush();
     }

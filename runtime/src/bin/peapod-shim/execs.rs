@@ -61,16 +61,20 @@ impl ExecJob {
                 ..Default::default()
             };
             let pid = container.exec(&process, opts)?;
-            let master = match console.receive() {
-                Ok(fd) => fd,
+            let master = console.receive().and_then(|fd| {
+                nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                    .context("configuring the terminal")?;
+                Ok(fd)
+            });
+            match master {
+                Ok(master) => ([Capture::new(master), Capture::default()], pid),
                 Err(e) => {
+                    // Nobody would read its terminal: do not leave it running. The reaper
+                    // collects it.
                     let _ = kill(pid, Signal::SIGKILL);
                     return Err(e);
                 }
-            };
-            nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .context("configuring the terminal")?;
-            ([Capture::new(master), Capture::default()], pid)
+            }
         } else {
             let (out_read, out_write) = nonblocking_pipe()?;
             let (err_read, err_write) = nonblocking_pipe()?;

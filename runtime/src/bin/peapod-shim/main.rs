@@ -82,8 +82,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // From here on we are the detached shim; the launcher waits for our report.
-    if let Err(e) = init_logging(&cli) {
+    // From here on we are the detached shim; the launcher waits for our report. Like any daemon,
+    // do not keep the launcher's working directory busy.
+    if let Err(e) = init_logging(&cli).and_then(|()| Ok(std::env::set_current_dir("/")?)) {
         reporter.failure(&e);
         return ExitCode::FAILURE;
     }
@@ -150,7 +151,6 @@ fn init_logging(cli: &Cli) -> Result<()> {
         .with_writer(std::sync::Mutex::new(file))
         .try_init()
         .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))?;
-    nix::unistd::chdir("/").context("changing directory to /")?;
     Ok(())
 }
 

@@ -63,6 +63,12 @@ pub struct Shim {
     pub shutdown: bool,
 }
 
+/// The outcome of a request: answered at once, or once something has happened.
+enum Reply {
+    Now(Response),
+    Later,
+}
+
 /// What a poll result refers to.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -361,83 +367,81 @@ impl Shim {
 
     fn serve(&mut self, i: usize) {
         while let Some(request) = self.clients.get_mut(i).and_then(Client::next_request) {
-            let response = match request {
+            let reply = match request {
                 Ok(request) => self.handle(i, request),
-                Err(message) => Some(Response::error(message)),
+                Err(message) => Reply::Now(Response::error(message)),
             };
-            if let Some(response) = response {
+            if let Reply::Now(response) = reply {
                 self.clients[i].respond(&response);
             }
         }
     }
 
-    /// The answer to a request, or `None` if it comes later (the client is then busy).
-    fn handle(&mut self, i: usize, request: Request) -> Option<Response> {
+    /// Answer a request now, or take it on and answer later (the client is busy meanwhile).
+    fn handle(&mut self, i: usize, request: Request) -> Reply {
+        match self.try_handle(i, request) {
+            Ok(reply) => reply,
+            Err(e) => Reply::Now(Response::error(format!("{e:#}"))),
+        }
+    }
+
+    fn try_handle(&mut self, i: usize, request: Request) -> Result<Reply> {
         if request.version > PROTOCOL_VERSION {
-            return Some(Response::error(format!(
+            anyhow::bail!(
                 "protocol version {} is newer than this shim's {PROTOCOL_VERSION}",
                 request.version
-            )));
+            );
         }
         let client = self.clients[i].id;
         tracing::debug!(client, op = ?request.op, "request");
-        let later = || None;
-        let result: Result<Option<Response>> = match request.op {
-            Op::State => self.state().map(Some),
-            Op::Start => self
-                .container()
-                .and_then(|c| Ok(c.start()?))
-                .map(|()| Some(Response::ok())),
-            Op::Kill { signal: name, all } => signal::parse(&name)
-                .map_err(anyhow::Error::from)
-                .and_then(|sig| Ok(self.container()?.kill(sig, all)?))
-                .map(|()| Some(Response::ok())),
+        let done = Reply::Now(Response::ok());
+        Ok(match request.op {
+            Op::State => Reply::Now(self.state()?),
+            Op::Start => {
+                self.container()?.start()?;
+                done
+            }
+            Op::Kill { signal: name, all } => {
+                let sig = signal::parse(&name)?;
+                self.container()?.kill(sig, all)?;
+                done
+            }
             Op::Exec {
                 process,
                 timeout_ms,
                 tty,
             } => {
                 if self.reaped.is_some() || self.exit.is_some() {
-                    Err(anyhow::anyhow!("container {} has exited", self.id))
-                } else {
-                    let timeout = timeout_ms.map(Duration::from_millis);
-                    self.container()
-                        .and_then(|c| ExecJob::start(c, *process, timeout, tty, client))
-                        .map(|job| {
-                            tracing::info!(pid = job.pid.as_raw(), "exec started");
-                            self.execs.push(job);
-                            self.clients[i].busy = true;
-                            later()
-                        })
+                    anyhow::bail!("container {} has exited", self.id);
                 }
+                let timeout = timeout_ms.map(Duration::from_millis);
+                let job = ExecJob::start(self.container()?, *process, timeout, tty, client)?;
+                tracing::info!(pid = job.pid.as_raw(), "exec started");
+                self.execs.push(job);
+                self.clients[i].busy = true;
+                Reply::Later
             }
-            Op::ReopenLog => self
-                .log
-                .reopen()
-                .map(|()| Some(Response::ok()))
-                .map_err(Into::into),
+            Op::ReopenLog => {
+                self.log.reopen()?;
+                done
+            }
             Op::Wait => match &self.exit {
-                Some(exit) => Ok(Some(Response {
+                Some(exit) => Reply::Now(Response {
                     exit: Some(exit.clone()),
                     ..Response::ok()
-                })),
+                }),
                 None => {
                     self.waiting.push(client);
                     self.clients[i].busy = true;
-                    Ok(later())
+                    Reply::Later
                 }
             },
-            Op::Delete { force } => self.request_delete(i, force),
+            Op::Delete { force } => self.request_delete(i, force)?,
             Op::Shutdown => {
                 tracing::info!("shutdown requested");
                 self.shutdown = true;
-                Ok(Some(Response::ok()))
+                done
             }
-        };
-        Some(match result {
-            Ok(Some(response)) => response,
-            Ok(None) => return None,
-            Err(e) => Response::error(format!("{e:#}")),
         })
     }
 
@@ -464,9 +468,9 @@ impl Shim {
 
     /// Delete now if the container has exited; otherwise (with `force`, after killing it) once
     /// its exit is recorded, so that the exit is never lost.
-    fn request_delete(&mut self, i: usize, force: bool) -> Result<Option<Response>> {
+    fn request_delete(&mut self, i: usize, force: bool) -> Result<Reply> {
         if self.exit.is_some() {
-            return Ok(Some(self.delete()));
+            return Ok(Reply::Now(self.delete()));
         }
         if self.deleting.is_some() {
             anyhow::bail!("a delete is already in progress");
@@ -491,7 +495,7 @@ impl Shim {
         }
         self.deleting = Some(self.clients[i].id);
         self.clients[i].busy = true;
-        Ok(None)
+        Ok(Reply::Later)
     }
 
     fn delete(&mut self) -> Response {
