@@ -1,0 +1,1 @@
+//! Pod sandboxes (work in progress).
