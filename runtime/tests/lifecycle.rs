@@ -282,3 +282,35 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     assert!(rt.entries().is_empty());
     assert!(cgroup_dirs(&id).is_empty());
 }
+
+#[test]
+fn terminal_goes_to_the_console_socket() {
+    use std::io::Read;
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&["sh", "-c", "tty; stty size; echo hello-tty"]);
+    bundle.config["process"]["terminal"] = true.into();
+    bundle.config["process"]["consoleSize"] = serde_json::json!({"height": 40, "width": 100});
+    bundle.write();
+    let socket = bundle.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let id = unique("tty");
+    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), "--console-socket", socket.to_str().unwrap(), &id]);
+    let (conn, _) = listener.accept().unwrap();
+    let master = peapod_runtime::console::recv_fd(&conn).unwrap();
+    rt.ok(&["start", &id]);
+    let mut output = String::new();
+    let mut file = std::fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    // The master reads EIO once the container's side is closed.
+    while let Ok(n) = file.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        output.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(output.contains("/dev/pts/0"), "{output}");
+    assert!(output.contains("40 100"), "{output}");
+    assert!(output.contains("hello-tty"), "{output}");
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+}
