@@ -9,7 +9,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Process};
 use crate::container::{Container, PidNamespaceSwitch};
 use crate::error::{Context, Error, Result};
 use crate::namespaces::{proc_name, Joined};
-use crate::process::{self, Program};
+use crate::process;
 use crate::seccomp::SeccompFilter;
 use crate::state::{write_atomic, Status};
 use crate::stdio::Stdio;
@@ -128,33 +128,12 @@ fn enter_and_exec(
     for ns in namespaces {
         ns.enter()?;
     }
-    if let Some(socket) = console {
-        let size = process
-            .console_size()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        console::setup(socket, size)?;
-    }
     if let Some(adj) = process.oom_score_adj() {
         process::set_oom_score_adj(adj)?;
     }
-    process::apply_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
     let filter = seccomp.map(SeccompFilter::from_spec).transpose()?;
-    let no_new_privs = process.no_new_privileges().unwrap_or(false);
-    let filter = match filter {
-        Some(f) if !no_new_privs => {
-            f.load()?;
-            None
-        }
-        other => other,
-    };
-    if no_new_privs {
-        process::set_no_new_privs()?;
-    }
-    process::switch_identity(process)?;
-    nix::unistd::chdir(process.cwd())
-        .context(|| format!("entering working directory {}", process.cwd().display()))?;
-    let program = Program::prepare(process)?;
-    if let Some(f) = filter {
+    let (program, late_seccomp) = process::become_process(process, console, filter)?;
+    if let Some(f) = late_seccomp {
         f.load()?;
     }
     Err(program.exec())

@@ -14,17 +14,17 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{openat, OFlag};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::Mode;
-use nix::unistd::{chdir, sethostname};
+use nix::unistd::sethostname;
 use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::error::{Context, Error, Result};
+use crate::mounts;
 use crate::namespaces::Plan;
-use crate::process::{self, Program};
+use crate::process;
 use crate::seccomp::SeccompFilter;
 use crate::spec::Bundle;
 use crate::stdio::Stdio;
 use crate::sync::{Channel, GO, READY};
-use crate::{console, mounts};
 
 /// The name of the FIFO that holds a created container's init until `start`.
 pub const EXEC_FIFO: &str = "exec.fifo";
@@ -122,31 +122,8 @@ fn setup(init: Init, sync: &Channel, ready_sent: &mut bool) -> Result<Infallible
             .unwrap_or(false);
         mounts::finish_rootfs(&linux, readonly)?;
     }
-    if let Some(socket) = &init.console {
-        let size = process
-            .console_size()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        console::setup(socket, size)?;
-    }
+    let (program, seccomp) = process::become_process(process, init.console.as_ref(), seccomp)?;
     drop(init.console);
-
-    process::apply_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
-    let no_new_privs = process.no_new_privileges().unwrap_or(false);
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which the user switch drops.
-    let seccomp = match seccomp {
-        Some(filter) if !no_new_privs => {
-            filter.load()?;
-            None
-        }
-        other => other,
-    };
-    if no_new_privs {
-        process::set_no_new_privs()?;
-    }
-    process::switch_identity(process)?;
-    chdir(process.cwd())
-        .context(|| format!("entering working directory {}", process.cwd().display()))?;
-    let program = Program::prepare(process)?;
 
     sync.send(READY)?;
     *ready_sent = true;

@@ -12,6 +12,7 @@ use oci_spec::runtime::{PosixRlimit, PosixRlimitType, Process};
 
 use crate::capabilities;
 use crate::error::{Context, Error, Result};
+use crate::seccomp::SeccompFilter;
 
 fn resource(kind: PosixRlimitType) -> Resource {
     match kind {
@@ -107,6 +108,40 @@ pub fn switch_identity(process: &Process) -> Result<()> {
 
 pub fn set_no_new_privs() -> Result<()> {
     nix::sys::prctl::set_no_new_privs().context(|| "PR_SET_NO_NEW_PRIVS".into())
+}
+
+/// The steps shared by a container's init and an exec'd process, from the console to the
+/// program, in the order the kernel's permission rules force: rlimits while still privileged;
+/// seccomp early when no_new_privs is off (loading then needs CAP_SYS_ADMIN, which the user switch
+/// drops); capabilities and user; the working directory as the new user. Returns the program and
+/// the filter still to load, which should happen as late as possible, right before execve.
+pub fn become_process(
+    process: &Process,
+    console: Option<&std::os::unix::net::UnixStream>,
+    seccomp: Option<SeccompFilter>,
+) -> Result<(Program, Option<SeccompFilter>)> {
+    if let Some(socket) = console {
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        crate::console::setup(socket, size)?;
+    }
+    apply_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    let late_seccomp = match seccomp {
+        Some(filter) if !no_new_privs => {
+            filter.load()?;
+            None
+        }
+        other => other,
+    };
+    if no_new_privs {
+        set_no_new_privs()?;
+    }
+    switch_identity(process)?;
+    nix::unistd::chdir(process.cwd())
+        .context(|| format!("entering working directory {}", process.cwd().display()))?;
+    Ok((Program::prepare(process)?, late_seccomp))
 }
 
 /// What execve needs, prepared before the point of no return so that a missing program is

@@ -294,7 +294,14 @@ fn terminal_goes_to_the_console_socket() {
     let socket = bundle.path().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let id = unique("tty");
-    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), "--console-socket", socket.to_str().unwrap(), &id]);
+    rt.ok(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--console-socket",
+        socket.to_str().unwrap(),
+        &id,
+    ]);
     let (conn, _) = listener.accept().unwrap();
     let master = peapod_runtime::console::recv_fd(&conn).unwrap();
     rt.ok(&["start", &id]);
