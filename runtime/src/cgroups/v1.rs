@@ -348,7 +348,7 @@ impl V1Cgroup {
             polls += 1;
             // A task that forks while the cgroup is FREEZING can keep it there;
             // asking again freezes the latecomers (runc does the same).
-            if state == "FREEZING" && polls % 10 == 0 {
+            if state == "FREEZING" && polls.is_multiple_of(10) {
                 files::write(dir, "freezer.state", "FROZEN")?;
             }
             Ok((state == "FROZEN", state))
