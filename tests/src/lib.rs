@@ -133,3 +133,15 @@ pub fn default_config(args: &[&str]) -> Value {
 pub fn host_mounts() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
 }
+
+/// A binary of the workspace (`peapod-runtime`, `peapod-shim`, `peapodd`…) from the target
+/// directory the running test was built into. `scripts/test` builds every binary first; a test
+/// of another package cannot use `CARGO_BIN_EXE_*`, which only names the package's own.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("a target directory");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace` first", path.display());
+    path
+}
