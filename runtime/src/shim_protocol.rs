@@ -172,61 +172,21 @@ impl ExecResult {
     }
 }
 
-/// Standard base64 (RFC 4648, with padding): small enough to keep rather than add a dependency.
+/// Standard base64 (RFC 4648, with padding), the encoding of exec output in the protocol.
 pub mod base64 {
+    use ::base64::engine::general_purpose::STANDARD;
+    use ::base64::Engine;
+
     #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
     #[error("invalid base64 text")]
     pub struct InvalidBase64;
 
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
     pub fn encode(data: &[u8]) -> String {
-        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-        for chunk in data.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        STANDARD.encode(data)
     }
 
     pub fn decode(text: &str) -> Result<Vec<u8>, InvalidBase64> {
-        let text = text.trim_end_matches('=').as_bytes();
-        let mut out = Vec::with_capacity(text.len() * 3 / 4);
-        for chunk in text.chunks(4) {
-            if chunk.len() == 1 {
-                return Err(InvalidBase64);
-            }
-            let mut n = 0u32;
-            for (i, c) in chunk.iter().enumerate() {
-                n |= value(*c).ok_or(InvalidBase64)? << (18 - 6 * i);
-            }
-            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            out.extend_from_slice(&bytes[..chunk.len() - 1]);
-        }
-        Ok(out)
-    }
-
-    fn value(c: u8) -> Option<u32> {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        Some(u32::from(v))
+        STANDARD.decode(text).map_err(|_| InvalidBase64)
     }
 }
 
