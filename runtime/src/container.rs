@@ -17,7 +17,7 @@ use crate::namespaces::Plan;
 use crate::spec::Bundle;
 use crate::state::{process_alive, process_start_time, write_atomic, Record, StateDoc, Status};
 use crate::stdio::Stdio;
-use crate::{clone, console, sync};
+use crate::{clone, console, hooks, sync};
 
 /// How `create` should set the container up.
 #[derive(Debug, Default)]
@@ -117,6 +117,27 @@ impl Container {
         drop(opts.stdio);
 
         cgroup.add_process(pid.as_raw())?;
+        if let Some(hooks) = bundle.spec.hooks() {
+            let state = StateDoc {
+                oci_version: bundle.spec.version().clone(),
+                id: opts.id.clone(),
+                pid: pid.as_raw(),
+                status: Status::Creating,
+                bundle: bundle.path.clone(),
+                rootfs: bundle.rootfs.clone(),
+                created: String::new(),
+                owner: owner(),
+                annotations: bundle.spec.annotations().clone(),
+            };
+            let before: Vec<_> = hooks
+                .prestart()
+                .iter()
+                .chain(hooks.create_runtime().iter())
+                .flatten()
+                .cloned()
+                .collect();
+            hooks::run("createRuntime", &before, &state)?;
+        }
         parent.send(sync::GO)?;
         parent.expect(sync::READY)?;
 
@@ -244,7 +265,17 @@ impl Container {
             )];
             let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10u8));
         }
-        fs::remove_file(&fifo_path).context(|| format!("removing {}", fifo_path.display()))
+        fs::remove_file(&fifo_path).context(|| format!("removing {}", fifo_path.display()))?;
+        if let Some(poststart) = self
+            .record
+            .config
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststart().clone())
+        {
+            hooks::run_and_warn("poststart", &poststart, &self.state()?);
+        }
+        Ok(())
     }
 
     /// Send `signal` to the init, or with `all` to every process in the container's cgroup.
@@ -280,7 +311,18 @@ impl Container {
             let _ = kill(Pid::from_raw(self.record.pid), Signal::SIGKILL);
             wait_gone(self.record.pid, self.record.pid_start_time);
         }
-        remove_leftovers(&self.dir, Some(&self.record.cgroup_path))
+        let state = self.state()?;
+        remove_leftovers(&self.dir, Some(&self.record.cgroup_path))?;
+        if let Some(poststop) = self
+            .record
+            .config
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststop().clone())
+        {
+            hooks::run_and_warn("poststop", &poststop, &state);
+        }
+        Ok(())
     }
 
     pub fn pause(&self) -> Result<()> {

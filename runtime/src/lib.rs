@@ -16,6 +16,7 @@ pub mod crilog;
 pub mod devices;
 pub mod error;
 pub mod exec;
+pub mod hooks;
 pub mod init;
 pub mod mounts;
 pub mod namespaces;

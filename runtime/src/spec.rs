@@ -84,6 +84,20 @@ impl Bundle {
                 "a hostname needs a private UTS namespace",
             ));
         }
+        if let Some(hooks) = self.spec.hooks() {
+            let in_container = hooks
+                .create_container()
+                .iter()
+                .chain(hooks.start_container().iter())
+                .flatten()
+                .count();
+            if in_container > 0 {
+                return Err(invalid(
+                    &self.path,
+                    "createContainer and startContainer hooks are not supported yet",
+                ));
+            }
+        }
         for mount in self.spec.mounts().iter().flatten() {
             if !mount.destination().is_absolute() {
                 return Err(invalid(

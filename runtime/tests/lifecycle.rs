@@ -321,3 +321,50 @@ fn terminal_goes_to_the_console_socket() {
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
 }
+
+#[test]
+fn hooks_run_with_the_state_on_stdin() {
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&["sleep", "1000"]);
+    let out = bundle.path().join("hooks");
+    std::fs::create_dir(&out).unwrap();
+    let hook = |name: &str| {
+        let file = out.join(name);
+        serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", file.display())], "env": ["PATH=/usr/bin:/bin"], "timeout": 5})
+    };
+    bundle.config["hooks"] = serde_json::json!({
+        "createRuntime": [hook("createRuntime")],
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")],
+    });
+    bundle.write();
+    let id = unique("hooks");
+    rt.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let pid = rt.state(&id)["pid"].clone();
+    let created: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("createRuntime")).unwrap()).unwrap();
+    assert_eq!(created["id"], id.as_str());
+    assert_eq!(created["pid"], pid);
+    assert_eq!(created["status"], "creating");
+    rt.ok(&["start", &id]);
+    let started: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("poststart")).unwrap()).unwrap();
+    assert_eq!(started["status"], "running");
+    rt.ok(&["delete", "--force", &id]);
+    let stopped: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("poststop")).unwrap()).unwrap();
+    assert_eq!(stopped["id"], id.as_str());
+
+    // A failing createRuntime hook fails create, and nothing is left.
+    bundle.config["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/false"}]});
+    bundle.write();
+    let out = rt.run(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("createRuntime hook /bin/false"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(rt.entries().is_empty());
+    assert!(cgroup_dirs(&id).is_empty());
+}
