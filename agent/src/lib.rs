@@ -1,2 +1,17 @@
 //! peapodd, the CRI node agent: pod sandboxes, containers and images behind the CRI v1 API.
+//!
+//! - [`config`]: settings from defaults, `/etc/peapod/config.toml` and flags
+//! - [`daemon`]: the state all services share ([`daemon::Daemon`])
+//! - [`server`]: binding the CRI socket and serving on it
+//! - [`cri`]: the RuntimeService and ImageService implementations
+//! - [`network`]: whether CNI networking is usable
+pub mod config;
+pub mod containers;
+pub mod containerspec;
+pub mod cri;
+pub mod daemon;
+pub mod network;
+pub mod pods;
 pub mod sandbox;
+pub mod server;
+pub mod shim;

@@ -56,28 +56,86 @@ pub struct Input<'a> {
 
 /// The default capabilities of a container, as containerd and CRI-O grant them.
 pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 ];
 
 /// Every capability Linux defines (linux/capability.h, 0 to 40), for privileged containers.
 pub const ALL_CAPS: [&str; 41] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 const DEFAULT_MASKED: [&str; 10] = [
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
 ];
-const DEFAULT_READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+const DEFAULT_READONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 pub fn build(input: &Input) -> Result<Spec, SpecError> {
     let config = input.config;
@@ -92,7 +150,9 @@ pub fn build(input: &Input) -> Result<Spec, SpecError> {
         .or(input.image.working_dir.as_deref().filter(|w| !w.is_empty()))
         .unwrap_or("/");
     if !cwd.starts_with('/') {
-        return Err(SpecError::Invalid(format!("working directory {cwd:?} is not absolute")));
+        return Err(SpecError::Invalid(format!(
+            "working directory {cwd:?} is not absolute"
+        )));
     }
 
     let identity = identity(input, &security)?;
@@ -139,22 +199,32 @@ pub fn build(input: &Input) -> Result<Spec, SpecError> {
             spec["linux"]["seccomp"] = profile;
         }
     }
-    serde_json::from_value(spec).map_err(|e| SpecError::Invalid(format!("building the OCI spec: {e}")))
+    serde_json::from_value(spec)
+        .map_err(|e| SpecError::Invalid(format!("building the OCI spec: {e}")))
 }
 
 /// Kubernetes' rule: `command` replaces the image's ENTRYPOINT, `args` its CMD; with a command
 /// but no args, the image's CMD is dropped.
-fn command_line(config: &v1::ContainerConfig, image: &ImageConfig) -> Result<Vec<String>, SpecError> {
+fn command_line(
+    config: &v1::ContainerConfig,
+    image: &ImageConfig,
+) -> Result<Vec<String>, SpecError> {
     let entrypoint = image.entrypoint.clone().unwrap_or_default();
     let cmd = image.cmd.clone().unwrap_or_default();
-    let mut args = if config.command.is_empty() { entrypoint } else { config.command.clone() };
+    let mut args = if config.command.is_empty() {
+        entrypoint
+    } else {
+        config.command.clone()
+    };
     if !config.args.is_empty() {
         args.extend(config.args.iter().cloned());
     } else if config.command.is_empty() {
         args.extend(cmd);
     }
     if args.is_empty() {
-        return Err(SpecError::Invalid("no command: the container config and the image both leave it empty".into()));
+        return Err(SpecError::Invalid(
+            "no command: the container config and the image both leave it empty".into(),
+        ));
     }
     Ok(args)
 }
@@ -172,12 +242,18 @@ fn environment(config: &v1::ContainerConfig, image: &ImageConfig, hostname: &str
         env.set(k, v);
     }
     if !env.values.contains_key("PATH") {
-        env.set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        env.set(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
     }
     for kv in &config.envs {
         env.set(&kv.key, &kv.value);
     }
-    env.order.iter().map(|k| format!("{k}={}", env.values[k])).collect()
+    env.order
+        .iter()
+        .map(|k| format!("{k}={}", env.values[k]))
+        .collect()
 }
 
 /// Environment variables in first-set order, a later value replacing an earlier one.
@@ -189,20 +265,33 @@ struct Env {
 
 impl Env {
     fn set(&mut self, key: &str, value: &str) {
-        if self.values.insert(key.to_string(), value.to_string()).is_none() {
+        if self
+            .values
+            .insert(key.to_string(), value.to_string())
+            .is_none()
+        {
             self.order.push(key.to_string());
         }
     }
 }
 
-fn identity(input: &Input, security: &v1::LinuxContainerSecurityContext) -> Result<Identity, SpecError> {
+fn identity(
+    input: &Input,
+    security: &v1::LinuxContainerSecurityContext,
+) -> Result<Identity, SpecError> {
     let group = security
         .run_as_group
         .as_ref()
-        .map(|g| u32::try_from(g.value).map_err(|_| SpecError::Invalid(format!("run_as_group {} is out of range", g.value))))
+        .map(|g| {
+            u32::try_from(g.value).map_err(|_| {
+                SpecError::Invalid(format!("run_as_group {} is out of range", g.value))
+            })
+        })
         .transpose()?;
     let user = if let Some(uid) = &security.run_as_user {
-        u32::try_from(uid.value).map_err(|_| SpecError::Invalid(format!("run_as_user {} is out of range", uid.value)))?.to_string()
+        u32::try_from(uid.value)
+            .map_err(|_| SpecError::Invalid(format!("run_as_user {} is out of range", uid.value)))?
+            .to_string()
     } else if !security.run_as_username.is_empty() {
         security.run_as_username.clone()
     } else {
@@ -219,7 +308,11 @@ struct Caps {
 
 fn normalize_cap(name: &str) -> Result<String, SpecError> {
     let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
     if ALL_CAPS.contains(&full.as_str()) {
         Ok(full)
     } else {
@@ -264,31 +357,45 @@ fn capabilities(security: &v1::LinuxContainerSecurityContext) -> Result<Caps, Sp
         }
         ambient.push(cap);
     }
-    Ok(Caps { bounding: set.clone(), effective: set, ambient })
+    Ok(Caps {
+        bounding: set.clone(),
+        effective: set,
+        ambient,
+    })
 }
 
 fn oom_score_adj(linux: &v1::LinuxContainerConfig, minimum: i32) -> i32 {
-    let wanted = linux.resources.as_ref().map(|r| r.oom_score_adj).unwrap_or(0);
+    let wanted = linux
+        .resources
+        .as_ref()
+        .map(|r| r.oom_score_adj)
+        .unwrap_or(0);
     let wanted = i32::try_from(wanted.clamp(-1000, 1000)).unwrap_or(0);
     wanted.max(minimum)
 }
 
 fn namespaces(pod: &PodView, security: &v1::LinuxContainerSecurityContext) -> Vec<Value> {
     let mut out = vec![json!({"type": "mount"})];
-    let join = |kind: &str, path: &Option<PathBuf>| match path {
-        Some(p) => Some(json!({"type": kind, "path": p})),
-        None => None,
+    // A namespace the pod does not have (hostNetwork, hostIPC) is the host's: nothing to join.
+    let join = |kind: &str, path: &Option<PathBuf>| {
+        path.as_ref().map(|p| json!({"type": kind, "path": p}))
     };
     out.extend(join("network", &pod.netns));
     out.extend(join("ipc", &pod.ipcns));
     out.extend(join("uts", &pod.utsns));
-    let pid_mode = security.namespace_options.as_ref().map(|n| n.pid).unwrap_or(v1::NamespaceMode::Container as i32);
-    if pid_mode == v1::NamespaceMode::Pod as i32 {
-        if let Some(p) = &pod.pidns {
-            out.push(json!({"type": "pid", "path": p}));
+    let pid_mode = security
+        .namespace_options
+        .as_ref()
+        .map(|n| n.pid)
+        .unwrap_or(v1::NamespaceMode::Container as i32);
+    // NODE is the only way to the host's PID namespace; POD without a pod namespace to join
+    // falls back to a private one, never to the host's.
+    match (pid_mode, &pod.pidns) {
+        (m, _) if m == v1::NamespaceMode::Node as i32 => {}
+        (m, Some(p)) if m == v1::NamespaceMode::Pod as i32 => {
+            out.push(json!({"type": "pid", "path": p}))
         }
-    } else if pid_mode != v1::NamespaceMode::Node as i32 {
-        out.push(json!({"type": "pid"}));
+        _ => out.push(json!({"type": "pid"})),
     }
     out.push(json!({"type": "cgroup"}));
     out
@@ -304,7 +411,11 @@ fn cgroups_path(parent: &str, id: &str) -> String {
 }
 
 fn mounts(input: &Input, privileged: bool) -> Result<Vec<Value>, SpecError> {
-    let sys_options = if privileged { vec!["nosuid", "noexec", "nodev"] } else { vec!["nosuid", "noexec", "nodev", "ro"] };
+    let sys_options = if privileged {
+        vec!["nosuid", "noexec", "nodev"]
+    } else {
+        vec!["nosuid", "noexec", "nodev", "ro"]
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -313,13 +424,34 @@ fn mounts(input: &Input, privileged: bool) -> Result<Vec<Value>, SpecError> {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_options}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if privileged { "rw" } else { "ro" }]}),
     ];
-    let user_paths: Vec<&str> = input.config.mounts.iter().map(|m| m.container_path.as_str()).collect();
+    let user_paths: Vec<&str> = input
+        .config
+        .mounts
+        .iter()
+        .map(|m| m.container_path.as_str())
+        .collect();
     // The pod's shared files, unless the user mounts something of their own there.
     let pod_files = [
-        ("/dev/shm", &input.pod.shm, vec!["rbind", "nosuid", "nodev", "noexec"]),
-        ("/etc/hosts", &input.pod.etc_hosts, vec!["rbind", "rprivate"]),
-        ("/etc/resolv.conf", &input.pod.resolv_conf, vec!["rbind", "rprivate"]),
-        ("/etc/hostname", &input.pod.hostname_file, vec!["rbind", "rprivate"]),
+        (
+            "/dev/shm",
+            &input.pod.shm,
+            vec!["rbind", "nosuid", "nodev", "noexec"],
+        ),
+        (
+            "/etc/hosts",
+            &input.pod.etc_hosts,
+            vec!["rbind", "rprivate"],
+        ),
+        (
+            "/etc/resolv.conf",
+            &input.pod.resolv_conf,
+            vec!["rbind", "rprivate"],
+        ),
+        (
+            "/etc/hostname",
+            &input.pod.hostname_file,
+            vec!["rbind", "rprivate"],
+        ),
     ];
     for (dest, source, mut options) in pod_files {
         if user_paths.contains(&dest) {
@@ -338,10 +470,16 @@ fn mounts(input: &Input, privileged: bool) -> Result<Vec<Value>, SpecError> {
     }
     for m in &input.config.mounts {
         if !m.container_path.starts_with('/') {
-            return Err(SpecError::Invalid(format!("mount container_path {:?} is not absolute", m.container_path)));
+            return Err(SpecError::Invalid(format!(
+                "mount container_path {:?} is not absolute",
+                m.container_path
+            )));
         }
         if m.host_path.is_empty() {
-            return Err(SpecError::Invalid(format!("mount {:?} has no host_path", m.container_path)));
+            return Err(SpecError::Invalid(format!(
+                "mount {:?} has no host_path",
+                m.container_path
+            )));
         }
         let propagation = match v1::MountPropagation::try_from(m.propagation) {
             Ok(v1::MountPropagation::PropagationHostToContainer) => "rslave",
@@ -358,8 +496,16 @@ fn mounts(input: &Input, privileged: bool) -> Result<Vec<Value>, SpecError> {
 }
 
 fn annotations(input: &Input) -> Value {
-    let mut map: BTreeMap<String, String> = input.config.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    map.insert("io.kubernetes.cri.container-type".into(), "container".into());
+    let mut map: BTreeMap<String, String> = input
+        .config
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    map.insert(
+        "io.kubernetes.cri.container-type".into(),
+        "container".into(),
+    );
     if let Some(meta) = &input.config.metadata {
         map.insert("io.kubernetes.cri.container-name".into(), meta.name.clone());
     }
@@ -377,7 +523,8 @@ fn paths_or(given: &[String], default: &[&str]) -> Vec<String> {
 fn device_node(host_path: &str) -> Result<(char, i64, i64), SpecError> {
     use std::os::unix::fs::FileTypeExt;
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(host_path).map_err(|e| SpecError::Invalid(format!("device {host_path}: {e}")))?;
+    let meta = std::fs::metadata(host_path)
+        .map_err(|e| SpecError::Invalid(format!("device {host_path}: {e}")))?;
     let kind = if meta.file_type().is_char_device() {
         'c'
     } else if meta.file_type().is_block_device() {
@@ -386,7 +533,11 @@ fn device_node(host_path: &str) -> Result<(char, i64, i64), SpecError> {
         return Err(SpecError::Invalid(format!("{host_path} is not a device")));
     };
     let rdev = meta.rdev();
-    Ok((kind, nix::sys::stat::major(rdev) as i64, nix::sys::stat::minor(rdev) as i64))
+    Ok((
+        kind,
+        nix::sys::stat::major(rdev) as i64,
+        nix::sys::stat::minor(rdev) as i64,
+    ))
 }
 
 fn devices(devices: &[v1::Device]) -> Result<Vec<Value>, SpecError> {
@@ -400,12 +551,26 @@ fn devices(devices: &[v1::Device]) -> Result<Vec<Value>, SpecError> {
         .collect()
 }
 
-fn resources(linux: &v1::LinuxContainerConfig, devices: &[v1::Device], privileged: bool) -> Result<Value, SpecError> {
+fn resources(
+    linux: &v1::LinuxContainerConfig,
+    devices: &[v1::Device],
+    privileged: bool,
+) -> Result<Value, SpecError> {
     // Device cgroup: deny all but the standard nodes and the requested devices (all, when
     // privileged), as runc's default rules do.
     let mut device_rules = vec![json!({"allow": privileged, "access": "rwm"})];
     if !privileged {
-        for (kind, major, minor) in [("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 1), ("c", 5, 2), ("c", 136, -1)] {
+        for (kind, major, minor) in [
+            ("c", 1, 3),
+            ("c", 1, 5),
+            ("c", 1, 7),
+            ("c", 1, 8),
+            ("c", 1, 9),
+            ("c", 5, 0),
+            ("c", 5, 1),
+            ("c", 5, 2),
+            ("c", 136, -1),
+        ] {
             let mut rule = json!({"allow": true, "type": kind, "major": major, "access": "rwm"});
             if minor >= 0 {
                 rule["minor"] = minor.into();
@@ -414,12 +579,18 @@ fn resources(linux: &v1::LinuxContainerConfig, devices: &[v1::Device], privilege
         }
         for d in devices {
             let (kind, major, minor) = device_node(&d.host_path)?;
-            let access = if d.permissions.is_empty() { "rwm" } else { d.permissions.as_str() };
+            let access = if d.permissions.is_empty() {
+                "rwm"
+            } else {
+                d.permissions.as_str()
+            };
             device_rules.push(json!({"allow": true, "type": kind.to_string(), "major": major, "minor": minor, "access": access}));
         }
     }
     let mut out = json!({"devices": device_rules});
-    let Some(r) = &linux.resources else { return Ok(out) };
+    let Some(r) = &linux.resources else {
+        return Ok(out);
+    };
     let mut cpu = serde_json::Map::new();
     if r.cpu_shares > 0 {
         cpu.insert("shares".into(), r.cpu_shares.into());
@@ -446,7 +617,11 @@ fn resources(linux: &v1::LinuxContainerConfig, devices: &[v1::Device], privilege
         }
     }
     if !r.hugepage_limits.is_empty() {
-        out["hugepageLimits"] = r.hugepage_limits.iter().map(|h| json!({"pageSize": h.page_size, "limit": h.limit})).collect();
+        out["hugepageLimits"] = r
+            .hugepage_limits
+            .iter()
+            .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
+            .collect();
     }
     if !r.unified.is_empty() {
         out["unified"] = json!(r.unified);

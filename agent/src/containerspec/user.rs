@@ -14,29 +14,50 @@ pub struct Identity {
 
 /// `user` is `uid`, `name`, `uid:gid`, `name:group`… as in an image config or `run_as_username`.
 /// `group` overrides the group part (CRI `run_as_group`).
-pub fn resolve(rootfs: &Path, user: &str, group: Option<u32>, extra_groups: &[i64]) -> Result<Identity, SpecError> {
+pub fn resolve(
+    rootfs: &Path,
+    user: &str,
+    group: Option<u32>,
+    extra_groups: &[i64],
+) -> Result<Identity, SpecError> {
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
     let passwd = read(rootfs, "etc/passwd");
     let entry = |field: usize, value: &str| {
-        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.get(field) == Some(&value))
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.get(field) == Some(&value))
     };
     let (uid, mut gid, name) = if user_part.is_empty() {
         (0, 0, "root".to_string())
     } else if let Ok(uid) = user_part.parse::<u32>() {
         // A numeric uid need not exist in /etc/passwd; its primary group then is 0, as in Docker.
         match entry(2, user_part) {
-            Some(f) => (uid, f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0), f[0].to_string()),
+            Some(f) => (
+                uid,
+                f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0),
+                f[0].to_string(),
+            ),
             None => (uid, 0, String::new()),
         }
     } else {
         let f = entry(0, user_part).ok_or_else(|| {
-            SpecError::Invalid(format!("user {user_part:?} is not in the image's /etc/passwd"))
+            SpecError::Invalid(format!(
+                "user {user_part:?} is not in the image's /etc/passwd"
+            ))
         })?;
-        let uid = f.get(2).and_then(|u| u.parse().ok()).ok_or_else(|| SpecError::Invalid(format!("bad /etc/passwd entry for {user_part}")))?;
-        (uid, f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0), user_part.to_string())
+        let uid = f
+            .get(2)
+            .and_then(|u| u.parse().ok())
+            .ok_or_else(|| SpecError::Invalid(format!("bad /etc/passwd entry for {user_part}")))?;
+        (
+            uid,
+            f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0),
+            user_part.to_string(),
+        )
     };
     let groups = read(rootfs, "etc/group");
     if let Some(g) = group_part.filter(|g| !g.is_empty()) {
@@ -47,7 +68,9 @@ pub fn resolve(rootfs: &Path, user: &str, group: Option<u32>, extra_groups: &[i6
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.first() == Some(&g))
                 .and_then(|f| f.get(2).and_then(|n| n.parse().ok()))
-                .ok_or_else(|| SpecError::Invalid(format!("group {g:?} is not in the image's /etc/group")))?,
+                .ok_or_else(|| {
+                    SpecError::Invalid(format!("group {g:?} is not in the image's /etc/group"))
+                })?,
         };
     }
     if let Some(g) = group {
@@ -66,13 +89,18 @@ pub fn resolve(rootfs: &Path, user: &str, group: Option<u32>, extra_groups: &[i6
         }
     }
     for g in extra_groups {
-        let g = u32::try_from(*g).map_err(|_| SpecError::Invalid(format!("supplemental group {g} is out of range")))?;
+        let g = u32::try_from(*g)
+            .map_err(|_| SpecError::Invalid(format!("supplemental group {g} is out of range")))?;
         additional.push(g);
     }
     additional.sort_unstable();
     additional.dedup();
     additional.retain(|g| *g != gid);
-    Ok(Identity { uid, gid, additional_gids: additional })
+    Ok(Identity {
+        uid,
+        gid,
+        additional_gids: additional,
+    })
 }
 
 fn read(rootfs: &Path, file: &str) -> String {
@@ -92,18 +120,54 @@ mod tests {
     fn rootfs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n").unwrap();
-        std::fs::write(dir.path().join("etc/group"), "root:x:0:\napp:x:1001:\nwheel:x:10:app\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\napp:x:1001:\nwheel:x:10:app\n",
+        )
+        .unwrap();
         dir
     }
 
     #[test]
     fn names_numbers_and_groups() {
         let r = rootfs();
-        assert_eq!(resolve(r.path(), "", None, &[]).unwrap(), Identity { uid: 0, gid: 0, additional_gids: vec![] });
-        assert_eq!(resolve(r.path(), "app", None, &[]).unwrap(), Identity { uid: 1000, gid: 1001, additional_gids: vec![10] });
-        assert_eq!(resolve(r.path(), "1000", None, &[5]).unwrap(), Identity { uid: 1000, gid: 1001, additional_gids: vec![5, 10] });
-        assert_eq!(resolve(r.path(), "4242", None, &[]).unwrap(), Identity { uid: 4242, gid: 0, additional_gids: vec![] });
+        assert_eq!(
+            resolve(r.path(), "", None, &[]).unwrap(),
+            Identity {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            resolve(r.path(), "app", None, &[]).unwrap(),
+            Identity {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![10]
+            }
+        );
+        assert_eq!(
+            resolve(r.path(), "1000", None, &[5]).unwrap(),
+            Identity {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![5, 10]
+            }
+        );
+        assert_eq!(
+            resolve(r.path(), "4242", None, &[]).unwrap(),
+            Identity {
+                uid: 4242,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
         assert_eq!(resolve(r.path(), "app:wheel", None, &[]).unwrap().gid, 10);
         assert_eq!(resolve(r.path(), "app", Some(7), &[]).unwrap().gid, 7);
         assert!(resolve(r.path(), "nobody-here", None, &[]).is_err());

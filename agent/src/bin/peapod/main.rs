@@ -1,0 +1,110 @@
+//! peapod: the command line for people, a CRI client in the spirit of
+//! crictl. It talks to peapodd over the CRI socket only, so it works the same
+//! against any CRI runtime.
+//!
+//! Adding a command: a variant of [`Command`] with its arguments, a function
+//! in a `commands` module, and a line in [`run`].
+
+mod client;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use client::Cri;
+use commands::{images, runtime};
+use output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peapod",
+    version,
+    about = "Talk to a CRI runtime such as peapodd"
+)]
+struct Cli {
+    /// CRI endpoint of the runtime
+    #[arg(
+        long,
+        global = true,
+        env = "PEAPOD_ENDPOINT",
+        default_value = "unix:///run/peapod/peapod.sock"
+    )]
+    endpoint: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the runtime's name and versions
+    Version,
+    /// Show the runtime's conditions and configuration
+    Info {
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// List images
+    Images {
+        /// Only the image with this reference or ID
+        image: Option<String>,
+        /// Print image IDs only
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Pull an image from a registry
+    Pull {
+        image: String,
+        /// Registry credentials
+        #[arg(long, value_name = "USER:PASSWORD")]
+        creds: Option<String>,
+    },
+    /// Remove images (by reference, ID or unique ID prefix)
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show an image's status and configuration
+    Inspecti {
+        image: String,
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut cri = Cri::connect(&cli.endpoint).await?;
+    let cri = &mut cri;
+    match cli.command {
+        Command::Version => runtime::version(cri).await,
+        Command::Info { output } => runtime::info(cri, output).await,
+        Command::Images {
+            image,
+            quiet,
+            output,
+        } => images::images(cri, image.as_deref(), quiet, output).await,
+        Command::Pull { image, creds } => images::pull(cri, &image, creds.as_deref()).await,
+        Command::Rmi { images } => images::rmi(cri, &images).await,
+        Command::Inspecti { image, output } => images::inspecti(cri, &image, output).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("peapod: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

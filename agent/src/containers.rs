@@ -1,0 +1,370 @@
+//! Containers of the CRI: each one an overlay snapshot of its image, an OCI bundle built by
+//! [`crate::containerspec`], and a `peapod-shim` that owns the running process.
+//!
+//! Layout: `<root>/containers/<id>.json` is the durable record (survives a daemon restart);
+//! `<state>/containers/<id>/` holds the bundle (`config.json`, `rootfs/` mount point), the
+//! shim's socket and the exit file.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use peapod_cri_proto::v1;
+use peapod_rootfs::RootfsStore;
+use peapod_runtime::shim_protocol::base64;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::containerspec::{self, PodView};
+use crate::shim::{self, ShimClient, ShimError, ShimSetup};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("image {0:?} is not present: pull it first")]
+    ImageNotFound(String),
+    #[error("container {0:?} does not exist")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Spec(#[from] containerspec::SpecError),
+    #[error(transparent)]
+    Image(#[from] peapod_rootfs::Error),
+    #[error(transparent)]
+    Shim(#[from] ShimError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let context = context.into();
+    move |source| ContainerError::Io { context, source }
+}
+
+/// The durable record of a container. The CRI config is kept whole (protobuf, base64) so that
+/// ContainerStatus can answer from it after a restart; the fields people look for are spelled out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub attempt: u32,
+    /// The image as the user named it, and the image ID it resolved to.
+    pub image: String,
+    pub image_id: String,
+    pub log_path: Option<PathBuf>,
+    pub created_at: i64,
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    config_pb: String,
+}
+
+impl ContainerRecord {
+    pub fn config(&self) -> Result<v1::ContainerConfig, ContainerError> {
+        let bytes = base64::decode(&self.config_pb)
+            .map_err(|e| ContainerError::Invalid(format!("record of {}: {e}", self.id)))?;
+        v1::ContainerConfig::decode(bytes.as_slice())
+            .map_err(|e| ContainerError::Invalid(format!("record of {}: {e}", self.id)))
+    }
+}
+
+/// What CreateContainer needs to know about the pod.
+pub struct PodContext<'a> {
+    pub sandbox_id: &'a str,
+    pub view: &'a PodView,
+    /// The pod's log_directory; the container's log_path is relative to it.
+    pub log_directory: &'a str,
+}
+
+#[derive(Clone)]
+pub struct Containers {
+    records: PathBuf,
+    state: PathBuf,
+    sockets: PathBuf,
+    runtime_root: PathBuf,
+    shim_binary: PathBuf,
+    images: RootfsStore,
+}
+
+impl Containers {
+    pub fn new(
+        root: &Path,
+        state: &Path,
+        shim_binary: PathBuf,
+        images: RootfsStore,
+    ) -> Result<Self, ContainerError> {
+        let records = root.join("containers");
+        let state_dir = state.join("containers");
+        let sockets = state.join("s");
+        for dir in [&records, &state_dir, &sockets] {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        Ok(Containers {
+            records,
+            runtime_root: state.join("runtime"),
+            state: state_dir,
+            sockets,
+            shim_binary,
+            images,
+        })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.state.join(id)
+    }
+
+    /// Unix socket paths are limited to 108 bytes, too few for a 64-digit id under a deep state
+    /// dir; the socket is named by a hash of the id in a short directory instead.
+    fn socket_path(&self, id: &str) -> PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        self.sockets.join(format!("{:016x}.sock", hasher.finish()))
+    }
+
+    pub fn shim(&self, id: &str) -> ShimClient {
+        ShimClient::new(self.socket_path(id))
+    }
+
+    pub fn exit_file(&self, id: &str) -> PathBuf {
+        self.dir(id).join("exit.json")
+    }
+
+    /// Create the container (created, not started). On failure nothing is left behind.
+    pub async fn create(
+        &self,
+        id: &str,
+        pod: &PodContext<'_>,
+        config: &v1::ContainerConfig,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(ContainerError::Invalid(
+                "the container config names no image".into(),
+            ));
+        }
+        let image = self
+            .images
+            .image_status(&image_name)
+            .await?
+            .ok_or_else(|| ContainerError::ImageNotFound(image_name.clone()))?;
+        let dir = self.dir(id);
+        tokio::fs::create_dir(&dir)
+            .await
+            .map_err(io(format!("creating {}", dir.display())))?;
+        let result = self
+            .create_in(id, &dir, pod, config, &image_name, &image)
+            .await;
+        if result.is_err() {
+            // Undo in reverse: the snapshot (unmounts it), then the directory.
+            let _ = self.images.remove_snapshot(id).await;
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        result
+    }
+
+    async fn create_in(
+        &self,
+        id: &str,
+        dir: &Path,
+        pod: &PodContext<'_>,
+        config: &v1::ContainerConfig,
+        image_name: &str,
+        image: &peapod_rootfs::ImageRecord,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let rootfs = dir.join("rootfs");
+        tokio::fs::create_dir(&rootfs)
+            .await
+            .map_err(io(format!("creating {}", rootfs.display())))?;
+        self.images
+            .prepare_and_mount_snapshot(id, &image.id.to_string(), false, &rootfs)
+            .await?;
+        let spec = containerspec::build(&containerspec::Input {
+            id,
+            config,
+            pod: pod.view,
+            image: &image.config,
+            rootfs: &rootfs,
+            min_oom_score_adj: own_oom_score_adj(),
+        })?;
+        let text =
+            serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        tokio::fs::write(dir.join("config.json"), text)
+            .await
+            .map_err(io("writing config.json"))?;
+
+        let log_path = (!pod.log_directory.is_empty() && !config.log_path.is_empty())
+            .then(|| Path::new(pod.log_directory).join(&config.log_path));
+        let setup = ShimSetup {
+            id: id.to_string(),
+            bundle: dir.to_path_buf(),
+            runtime_root: self.runtime_root.clone(),
+            socket: self.socket_path(id),
+            exit_file: self.exit_file(id),
+            // Without a log path the output still goes somewhere a person can read it.
+            log_path: log_path
+                .clone()
+                .unwrap_or_else(|| dir.join("container.log")),
+            stdin: config.stdin,
+        };
+        shim::launch(&self.shim_binary, &setup).await?;
+
+        let meta = config.metadata.clone().unwrap_or_default();
+        let record = ContainerRecord {
+            id: id.to_string(),
+            sandbox_id: pod.sandbox_id.to_string(),
+            name: meta.name,
+            attempt: meta.attempt,
+            image: image_name.to_string(),
+            image_id: image.id.to_string(),
+            log_path,
+            created_at: now_ns(),
+            started_at: None,
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            config_pb: base64::encode(&config.encode_to_vec()),
+        };
+        self.save(&record).await?;
+        Ok(record)
+    }
+
+    async fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+        let path = self.records.join(format!("{}.json", record.id));
+        let text =
+            serde_json::to_vec(record).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        tokio::fs::write(&tmp, text)
+            .await
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(io(format!("renaming {}", tmp.display())))
+    }
+
+    pub async fn load(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+        let path = self.records.join(format!("{id}.json"));
+        let text = match tokio::fs::read(&path).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+        };
+        serde_json::from_slice(&text)
+            .map_err(|e| ContainerError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    pub async fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
+        let mut out = Vec::new();
+        let mut dir = tokio::fs::read_dir(&self.records)
+            .await
+            .map_err(io("listing containers"))?;
+        while let Some(entry) = dir.next_entry().await.map_err(io("listing containers"))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json") {
+                if let Ok(record) = self.load(id).await {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), ContainerError> {
+        let mut record = self.load(id).await?;
+        self.shim(id).start().await?;
+        record.started_at = Some(now_ns());
+        self.save(&record).await
+    }
+
+    /// The process template of the container (its spec's), for exec.
+    pub async fn process(&self, id: &str) -> Result<oci_spec::runtime::Process, ContainerError> {
+        let path = self.dir(id).join("config.json");
+        let text = tokio::fs::read(&path)
+            .await
+            .map_err(io(format!("reading {}", path.display())))?;
+        let spec: oci_spec::runtime::Spec = serde_json::from_slice(&text)
+            .map_err(|e| ContainerError::Invalid(format!("{}: {e}", path.display())))?;
+        spec.process()
+            .clone()
+            .ok_or_else(|| ContainerError::Invalid(format!("{} has no process", path.display())))
+    }
+
+    /// The runtime's view of the container (for stats), if it still exists.
+    pub fn runtime_container(&self, id: &str) -> Option<peapod_runtime::Container> {
+        peapod_runtime::Container::load(&self.runtime_root, id).ok()
+    }
+
+    /// The stop signal (or SIGTERM), then SIGKILL after `timeout`; returns once it has exited.
+    pub async fn stop(
+        &self,
+        id: &str,
+        timeout: std::time::Duration,
+        signal: &str,
+    ) -> Result<(), ContainerError> {
+        self.load(id).await?;
+        let shim = self.shim(id);
+        let state = match shim.state().await {
+            Ok(s) => s,
+            // No shim: the container is long gone.
+            Err(ShimError::Io { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if state.exit.is_some() {
+            return Ok(());
+        }
+        if !timeout.is_zero() {
+            let _ = shim.kill(signal, false).await;
+            if tokio::time::timeout(timeout, shim.wait()).await.is_ok() {
+                return Ok(());
+            }
+        }
+        let _ = shim.kill("SIGKILL", true).await;
+        shim.wait().await?;
+        Ok(())
+    }
+
+    /// Remove a container (killing it if it still runs): shim, snapshot, files, record.
+    pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        match self.shim(id).delete(true).await {
+            Ok(()) | Err(ShimError::Io { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // A shim that is gone may have left the runtime's state: remove it the runtime's way.
+        if let Ok(c) = peapod_runtime::Container::load(&self.runtime_root, id) {
+            let _ = tokio::task::spawn_blocking(move || c.delete(true)).await;
+        }
+        self.images.remove_snapshot(id).await?;
+        // The shim removes its socket when it exits; its own log stays beside it until now.
+        let _ = tokio::fs::remove_file(self.socket_path(id).with_extension("log")).await;
+        let dir = self.dir(id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("removing {}", dir.display()))(e)),
+        }
+        match tokio::fs::remove_file(self.records.join(format!("{id}.json"))).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("removing the container record")(e)),
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+}
+
+fn own_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}

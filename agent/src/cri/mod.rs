@@ -1,0 +1,9 @@
+//! The CRI gRPC services peapodd serves on its socket.
+
+pub mod errors;
+pub mod image;
+pub mod lifecycle;
+pub mod runtime;
+
+pub use image::ImageApi;
+pub use runtime::RuntimeApi;

@@ -1,0 +1,312 @@
+//! Pod sandboxes of the CRI: the records peapodd keeps about them, on top of the
+//! [`crate::sandbox`] library that makes their namespaces, network, cgroup and files.
+//!
+//! `<root>/pods/<id>.json` is the durable record; the sandbox's kernel objects live under
+//! `<state>/pods/<id>/`.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use peapod_cri_proto::v1;
+use peapod_runtime::shim_protocol::base64;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{
+    self, Cni, DnsConfig, PortMapping, Protocol, Sandbox, SandboxError, SandboxSpec,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("pod sandbox {0:?} does not exist")]
+    NotFound(String),
+    #[error("a pod sandbox named {name} (namespace {namespace}, uid {uid}, attempt {attempt}) already exists: {id}")]
+    Exists {
+        name: String,
+        namespace: String,
+        uid: String,
+        attempt: u32,
+        id: String,
+    },
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
+    let context = context.into();
+    move |source| PodError::Io { context, source }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub state: PodState,
+    pub created_at: i64,
+    pub runtime_handler: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub log_directory: String,
+    pub sandbox: Sandbox,
+    config_pb: String,
+}
+
+impl PodRecord {
+    pub fn config(&self) -> Result<v1::PodSandboxConfig, PodError> {
+        let bytes = base64::decode(&self.config_pb)
+            .map_err(|e| PodError::Invalid(format!("record of {}: {e}", self.id)))?;
+        v1::PodSandboxConfig::decode(bytes.as_slice())
+            .map_err(|e| PodError::Invalid(format!("record of {}: {e}", self.id)))
+    }
+}
+
+/// The runtime handlers peapod answers to: its own name, the empty default, and "runc", the
+/// name kubelets and RuntimeClasses use for the default handler.
+pub const HANDLERS: [&str; 3] = ["", "peapod", "runc"];
+
+pub struct Pods {
+    records: PathBuf,
+    pods_dir: PathBuf,
+    cni: Cni,
+    /// Serialises creations, so the name check and the record write cannot interleave.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+impl Pods {
+    pub fn new(root: &Path, state: &Path, cni: Cni) -> Result<Self, PodError> {
+        let records = root.join("pods");
+        let pods_dir = state.join("pods");
+        for dir in [&records, &pods_dir] {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        Ok(Pods {
+            records,
+            pods_dir,
+            cni,
+            create_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn cni(&self) -> &Cni {
+        &self.cni
+    }
+
+    pub async fn run(
+        &self,
+        config: &v1::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<PodRecord, PodError> {
+        if !HANDLERS.contains(&runtime_handler) {
+            return Err(PodError::Invalid(format!(
+                "unknown runtime handler {runtime_handler:?}; peapod serves {:?}",
+                &HANDLERS[1..]
+            )));
+        }
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| PodError::Invalid("pod sandbox config has no metadata".into()))?;
+        for (field, value) in [
+            ("name", &meta.name),
+            ("namespace", &meta.namespace),
+            ("uid", &meta.uid),
+        ] {
+            if value.is_empty() {
+                return Err(PodError::Invalid(format!(
+                    "pod sandbox metadata.{field} is empty"
+                )));
+            }
+        }
+        let _guard = self.create_lock.lock().await;
+        if let Some(existing) = self.list().await?.into_iter().find(|p| {
+            p.name == meta.name
+                && p.namespace == meta.namespace
+                && p.uid == meta.uid
+                && p.attempt == meta.attempt
+        }) {
+            return Err(PodError::Exists {
+                name: meta.name,
+                namespace: meta.namespace,
+                uid: meta.uid,
+                attempt: meta.attempt,
+                id: existing.id,
+            });
+        }
+        let id = new_id()?;
+        let spec = spec_from(config, &id)?;
+        let cni = self.cni.clone();
+        let pods_dir = self.pods_dir.clone();
+        let sandbox = tokio::task::spawn_blocking(move || sandbox::create(&spec, &cni, &pods_dir))
+            .await
+            .map_err(|e| PodError::Invalid(format!("sandbox creation panicked: {e}")))??;
+        let record = PodRecord {
+            id,
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            attempt: meta.attempt,
+            state: PodState::Ready,
+            created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            runtime_handler: runtime_handler.to_string(),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            log_directory: config.log_directory.clone(),
+            sandbox,
+            config_pb: base64::encode(&config.encode_to_vec()),
+        };
+        if let Err(e) = self.save(&record).await {
+            let (cni, sandbox) = (self.cni.clone(), record.sandbox.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                sandbox::stop(&sandbox, &cni).and_then(|()| sandbox::remove(&sandbox))
+            })
+            .await;
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    async fn save(&self, record: &PodRecord) -> Result<(), PodError> {
+        let path = self.records.join(format!("{}.json", record.id));
+        let text = serde_json::to_vec(record).map_err(|e| PodError::Invalid(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        tokio::fs::write(&tmp, text)
+            .await
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(io(format!("renaming {}", tmp.display())))
+    }
+
+    pub async fn load(&self, id: &str) -> Result<PodRecord, PodError> {
+        let path = self.records.join(format!("{id}.json"));
+        if id.is_empty() || id.contains('/') {
+            return Err(PodError::NotFound(id.to_string()));
+        }
+        let text = match tokio::fs::read(&path).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PodError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+        };
+        serde_json::from_slice(&text)
+            .map_err(|e| PodError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    pub async fn list(&self) -> Result<Vec<PodRecord>, PodError> {
+        let mut out = Vec::new();
+        let mut dir = tokio::fs::read_dir(&self.records)
+            .await
+            .map_err(io("listing pods"))?;
+        while let Some(entry) = dir.next_entry().await.map_err(io("listing pods"))? {
+            if let Some(id) = entry.file_name().to_string_lossy().strip_suffix(".json") {
+                if let Ok(record) = self.load(id).await {
+                    out.push(record);
+                }
+            }
+        }
+        out.sort_by_key(|p| p.created_at);
+        Ok(out)
+    }
+
+    /// Tear down the pod's network (its containers must be stopped by the caller first);
+    /// idempotent.
+    pub async fn stop(&self, id: &str) -> Result<PodRecord, PodError> {
+        let mut record = self.load(id).await?;
+        let (cni, sandbox) = (self.cni.clone(), record.sandbox.clone());
+        tokio::task::spawn_blocking(move || sandbox::stop(&sandbox, &cni))
+            .await
+            .map_err(|e| PodError::Invalid(format!("sandbox stop panicked: {e}")))??;
+        if record.state != PodState::NotReady {
+            record.state = PodState::NotReady;
+            self.save(&record).await?;
+        }
+        Ok(record)
+    }
+
+    /// Remove everything of the pod; a pod that does not exist is already removed.
+    pub async fn remove(&self, id: &str) -> Result<(), PodError> {
+        let record = match self.stop(id).await {
+            Ok(r) => r,
+            Err(PodError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let sandbox = record.sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox::remove(&sandbox))
+            .await
+            .map_err(|e| PodError::Invalid(format!("sandbox removal panicked: {e}")))??;
+        match tokio::fs::remove_file(self.records.join(format!("{id}.json"))).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("removing the pod record")(e)),
+        }
+    }
+}
+
+/// What the sandbox library needs, from the CRI's PodSandboxConfig.
+pub fn spec_from(config: &v1::PodSandboxConfig, id: &str) -> Result<SandboxSpec, PodError> {
+    let meta = config.metadata.clone().unwrap_or_default();
+    let linux = config.linux.clone().unwrap_or_default();
+    let security = linux.security_context.clone().unwrap_or_default();
+    let ns = security.namespace_options.unwrap_or_default();
+    let port_mappings = config
+        .port_mappings
+        .iter()
+        .map(|p| {
+            let port = |n: i32, what: &str| {
+                u16::try_from(n)
+                    .map_err(|_| PodError::Invalid(format!("{what} {n} is not a port number")))
+            };
+            Ok(PortMapping {
+                protocol: match v1::Protocol::try_from(p.protocol) {
+                    Ok(v1::Protocol::Udp) => Protocol::Udp,
+                    Ok(v1::Protocol::Sctp) => Protocol::Sctp,
+                    _ => Protocol::Tcp,
+                },
+                container_port: port(p.container_port, "container_port")?,
+                host_port: port(p.host_port, "host_port")?,
+                host_ip: p.host_ip.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, PodError>>()?;
+    Ok(SandboxSpec {
+        id: id.to_string(),
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        hostname: config.hostname.clone(),
+        dns: config.dns_config.as_ref().map(|d| DnsConfig {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
+        port_mappings,
+        host_network: ns.network == v1::NamespaceMode::Node as i32,
+        host_ipc: ns.ipc == v1::NamespaceMode::Node as i32,
+        sysctls: linux.sysctls.into_iter().collect(),
+        cgroup_parent: linux.cgroup_parent,
+    })
+}
+
+/// A 64-hex-digit id, like containerd's and CRI-O's.
+pub fn new_id() -> Result<String, PodError> {
+    let mut bytes = [0u8; 32];
+    let mut urandom = std::fs::File::open("/dev/urandom").map_err(io("opening /dev/urandom"))?;
+    std::io::Read::read_exact(&mut urandom, &mut bytes).map_err(io("reading /dev/urandom"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,388 @@
+//! Test harness: a real peapodd on temporary directories, test images built
+//! by scripts/make-test-images, Debian's docker-registry on a free loopback
+//! port and skopeo to push to it. Every process is stopped (by PID) and every
+//! directory removed when its guard is dropped, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use peapod_cri_proto::v1::image_service_client::ImageServiceClient;
+use peapod_cri_proto::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+/// How long a daemon or registry may take to start before the test gives
+/// up; only a guard against hanging forever.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The test images, built once per script version in cargo's temp dir.
+pub fn images() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = workspace().join("scripts/make-test-images");
+        let mut hasher = DefaultHasher::new();
+        std::fs::read(&script)
+            .expect("read make-test-images")
+            .hash(&mut hasher);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("agent-test-images-{:016x}", hasher.finish()));
+        if dir.join("oci.tar").exists() {
+            return dir;
+        }
+        // Built aside and renamed, so parallel test binaries never see half a build.
+        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let status = Command::new("python3")
+            .arg(&script)
+            .arg(&tmp)
+            .status()
+            .expect("run make-test-images");
+        assert!(status.success(), "make-test-images failed");
+        if std::fs::rename(&tmp, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        dir
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Debian's docker-registry serving plain HTTP on 127.0.0.1.
+pub struct Registry {
+    _process: KillOnDrop,
+    pub port: u16,
+    auth: bool,
+    _storage: tempfile::TempDir,
+}
+
+/// The account of registries started with [`Registry::start_with_auth`].
+pub const USER: &str = "peapod";
+pub const PASSWORD: &str = "s3cret-pass";
+
+impl Registry {
+    pub fn start() -> Registry {
+        Self::start_inner(false)
+    }
+
+    /// Requires [`USER`] and [`PASSWORD`] (htpasswd) for every request.
+    pub fn start_with_auth() -> Registry {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(auth: bool) -> Registry {
+        let storage = tempfile::tempdir().unwrap();
+        let htpasswd = storage.path().join("htpasswd");
+        if auth {
+            let status = Command::new("htpasswd")
+                .arg("-Bbc")
+                .arg(&htpasswd)
+                .args([USER, PASSWORD])
+                .stderr(Stdio::null())
+                .status()
+                .expect("run htpasswd");
+            assert!(status.success(), "htpasswd failed");
+        }
+        // A free port can be taken again before docker-registry binds it (by
+        // a parallel test's registry, say): each registry sends its own token
+        // in a header, so we know the one answering is ours, or try another.
+        let token = format!("registry-{}", unique_suffix());
+        for _ in 0..10 {
+            let port = free_port();
+            let mut config = format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Peapod-Test: [{token}]\n",
+                storage.path().display()
+            );
+            if auth {
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: peapod-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            let config_path = storage.path().join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start docker-registry");
+            // Owned before waiting, so a failed start still stops the process.
+            let mut process = KillOnDrop(child);
+            if wait_until_serving(&mut process.0, port, &token) {
+                return Registry {
+                    _process: process,
+                    port,
+                    auth,
+                    _storage: storage,
+                };
+            }
+        }
+        panic!("docker-registry did not start on any of 10 ports");
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Pushes the test layout's `tag` as `repo:repo_tag`; returns the reference.
+    pub fn push(&self, tag: &str, repo: &str, repo_tag: &str) -> String {
+        let src = format!("oci:{}:{tag}", images().join("oci").display());
+        let reference = format!("{}/{repo}:{repo_tag}", self.host());
+        let mut skopeo = Command::new("skopeo");
+        skopeo.args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ]);
+        if self.auth {
+            skopeo.arg(format!("--dest-creds={USER}:{PASSWORD}"));
+        }
+        let out = skopeo
+            .arg(&src)
+            .arg(format!("docker://{reference}"))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo copy {src} {reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference
+    }
+}
+
+/// A child process killed (by PID) and reaped when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `child` answers HTTP on `port` with `token` in its headers;
+/// false if it exited or another server answers there.
+fn wait_until_serving(child: &mut Child, port: u16, token: &str) -> bool {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let mut answer = String::new();
+            let asked = stream
+                .write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .and_then(|_| stream.read_to_string(&mut answer));
+            if asked.is_ok() && !answer.is_empty() {
+                return answer.contains(token);
+            }
+        }
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Where one peapodd keeps everything: all inside one temp dir.
+pub struct DaemonDirs {
+    pub dir: tempfile::TempDir,
+}
+
+impl DaemonDirs {
+    pub fn new() -> DaemonDirs {
+        let dir = tempfile::Builder::new()
+            .prefix("peapodd-test-")
+            .tempdir()
+            .unwrap();
+        for sub in ["cni", "cni-bin"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        // Empty files: no registry configuration and no daemon configuration,
+        // whatever the machine has in /etc.
+        std::fs::write(dir.path().join("registries.conf"), "").unwrap();
+        std::fs::write(dir.path().join("config.toml"), "").unwrap();
+        DaemonDirs { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path("state/peapod.sock")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// The daemon's command line for these dirs.
+    pub fn command(&self) -> Command {
+        self.command_with(&[])
+    }
+
+    /// The daemon's command line with some flags (`"--root"`, …) given
+    /// other values, and flags it does not set by default added.
+    pub fn command_with(&self, overrides: &[(&str, PathBuf)]) -> Command {
+        let flags = [
+            ("--config", self.path("config.toml")),
+            ("--root", self.path("root")),
+            ("--state", self.path("state")),
+            ("--socket", self.socket()),
+            ("--registries-conf", self.path("registries.conf")),
+            ("--cni-conf-dir", self.path("cni")),
+            ("--cni-bin-dir", self.path("cni-bin")),
+            ("--log-level", PathBuf::from("debug")),
+        ];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peapodd"));
+        for (flag, default) in &flags {
+            let value = overrides
+                .iter()
+                .find(|(f, _)| f == flag)
+                .map_or(default, |(_, v)| v);
+            cmd.arg(flag).arg(value);
+        }
+        for (flag, value) in overrides {
+            if !flags.iter().any(|(f, _)| f == flag) {
+                cmd.arg(flag).arg(value);
+            }
+        }
+        cmd
+    }
+}
+
+/// A running peapodd; killed (by PID) when dropped.
+pub struct Peapodd {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Peapodd {
+    /// Starts peapodd on `dirs` and waits until it answers on its socket.
+    pub fn start(dirs: &DaemonDirs) -> Peapodd {
+        Self::start_with(dirs, &[])
+    }
+
+    /// Starts peapodd with some flags changed or added (see
+    /// [`DaemonDirs::command_with`]).
+    pub fn start_with(dirs: &DaemonDirs, flags: &[(&str, PathBuf)]) -> Peapodd {
+        let log = dirs.path(&format!("peapodd-{}.log", unique_suffix()));
+        let child = dirs
+            .command_with(flags)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start peapodd");
+        let mut daemon = Peapodd {
+            child,
+            socket: dirs.socket(),
+            log,
+        };
+        let deadline = Instant::now() + START_LIMIT;
+        while UnixStream::connect(&daemon.socket).is_err() {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("peapodd exited with {status}:\n{}", daemon.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peapodd did not start:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        peapod_cri_proto::connect_unix(&self.socket).await.unwrap()
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    /// Sends `signal` and waits for the daemon to exit.
+    pub fn stop_with(mut self, signal: Signal) -> ExitStatus {
+        kill(self.pid(), signal).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Peapodd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(self.pid(), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a daemon command line to completion (one expected to fail at start).
+pub fn run_to_exit(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run peapodd")
+}
+
+/// Runs the `peapod` CLI against `endpoint`.
+pub fn peapod(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peapod"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peapod")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

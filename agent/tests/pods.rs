@@ -1,0 +1,381 @@
+//! Pods and containers through peapodd's CRI socket, for real: a pod with CNI networking and two
+//! containers that share its network, exec, logs, stop, removal, and bad requests.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use peapod_agent::sandbox::{Cni, DefaultNetwork};
+use peapod_cri_proto::v1;
+use tonic::Code;
+
+/// A CNI set-up of the test's own: bridge, subnet and lease dir no other test uses.
+fn private_network(dirs: &DaemonDirs, octet: u8) -> String {
+    let bridge = format!("ppe{}", std::process::id() % 100_000);
+    let cni = Cni::new(
+        dirs.path("cni"),
+        vec!["/usr/lib/cni".into()],
+        dirs.path("cni-cache"),
+    );
+    cni.ensure_default_config(&DefaultNetwork {
+        name: format!("test-{bridge}"),
+        bridge: bridge.clone(),
+        subnet: format!("10.198.{octet}.0/24"),
+        ipam_data_dir: Some(dirs.path("ipam")),
+        file_name: "10-test.conflist".into(),
+    })
+    .unwrap();
+    bridge
+}
+
+struct BridgeGuard(String);
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+fn pod_config(name: &str, logs: &std::path::Path) -> v1::PodSandboxConfig {
+    v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web".into(),
+        log_directory: logs.display().to_string(),
+        ..Default::default()
+    }
+}
+
+fn container(name: &str, image: &str, command: &[&str]) -> v1::ContainerConfig {
+    v1::ContainerConfig {
+        metadata: Some(v1::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(v1::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_with_two_containers() {
+    let dirs = DaemonDirs::new();
+    let _bridge = BridgeGuard(private_network(&dirs, 1));
+    let registry = Registry::start();
+    let image = registry.push("busybox", "test/busybox", "1");
+    let daemon = Peapodd::start_with(&dirs, &[("--cni-bin-dir", "/usr/lib/cni".into())]);
+    let mut rt = daemon.runtime().await;
+    let mut images = daemon.images().await;
+    images
+        .pull_image(v1::PullImageRequest {
+            image: Some(v1::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let logs = dirs.path("logs");
+    let config = pod_config("web-0", &logs);
+    let pod_id = rt
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    // Whatever the assertions do, the pod's netns, veth, iptables rules and cgroup go again.
+    let body = tokio::spawn(pod_lifecycle(
+        rt.clone(),
+        pod_id.clone(),
+        config,
+        image,
+        logs,
+        dirs.path("state"),
+    ));
+    let result = body.await;
+    let _ = rt
+        .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn pod_lifecycle(
+    mut rt: v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    pod_id: String,
+    config: v1::PodSandboxConfig,
+    image: String,
+    logs: std::path::PathBuf,
+    state_dir: std::path::PathBuf,
+) {
+    let status = rt
+        .pod_sandbox_status(v1::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, v1::PodSandboxState::SandboxReady as i32);
+    let ip = status.network.unwrap().ip;
+    assert!(ip.starts_with("10.198.1."), "pod IP {ip}");
+
+    // The same pod again is refused, naming the existing one.
+    let err = rt
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains(&pod_id));
+
+    let create = |name: &str, command: &[&str]| v1::CreateContainerRequest {
+        pod_sandbox_id: pod_id.clone(),
+        config: Some(container(name, &image, command)),
+        sandbox_config: Some(config.clone()),
+    };
+    let server = rt
+        .create_container(create(
+            "server",
+            &[
+                "sh",
+                "-c",
+                "echo started; busybox nc -l -p 8080 -e echo hello-over-localhost",
+            ],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let client = rt
+        .create_container(create("client", &["sleep", "1000"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let state = |s: v1::ContainerStatusResponse| s.status.unwrap();
+    let st = state(
+        rt.container_status(v1::ContainerStatusRequest {
+            container_id: server.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    assert_eq!(st.state, v1::ContainerState::ContainerCreated as i32);
+    for id in [&server, &client] {
+        rt.start_container(v1::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    let st = state(
+        rt.container_status(v1::ContainerStatusRequest {
+            container_id: client.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    assert_eq!(st.state, v1::ContainerState::ContainerRunning as i32);
+    assert!(st.started_at > 0);
+
+    let exec = |cmd: &[&str]| v1::ExecSyncRequest {
+        container_id: client.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 10,
+    };
+    // The two containers share the pod's network: localhost reaches the other one.
+    let mut reply = String::new();
+    for _ in 0..50 {
+        let out = rt
+            .exec_sync(exec(&["busybox", "nc", "127.0.0.1", "8080"]))
+            .await
+            .unwrap()
+            .into_inner();
+        reply = String::from_utf8_lossy(&out.stdout).into_owned();
+        if reply.contains("hello-over-localhost") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reply.contains("hello-over-localhost"), "{reply:?}");
+    let out = rt
+        .exec_sync(exec(&[
+            "sh",
+            "-c",
+            "hostname; cat /etc/hostname; echo err >&2; exit 3",
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "web\nweb\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.exit_code, 3);
+
+    let log = std::fs::read_to_string(logs.join("server.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.ends_with(" stdout F started")),
+        "{log}"
+    );
+
+    rt.stop_container(v1::StopContainerRequest {
+        container_id: client.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    let st = state(
+        rt.container_status(v1::ContainerStatusRequest {
+            container_id: client.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    assert_eq!(st.state, v1::ContainerState::ContainerExited as i32);
+    assert_eq!(
+        st.exit_code, 137,
+        "sleep as PID 1 ignores SIGTERM; SIGKILL after the timeout"
+    );
+    assert_eq!(st.reason, "Error");
+    let listed = rt
+        .list_containers(v1::ListContainersRequest {
+            filter: Some(v1::ContainerFilter {
+                pod_sandbox_id: pod_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2);
+
+    rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(rt
+        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    assert!(rt
+        .list_containers(v1::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
+    assert!(
+        !peapod_tests::host_mounts().contains(state_dir.to_str().unwrap()),
+        "mounts left under {}",
+        state_dir.display()
+    );
+    // Removal is idempotent.
+    rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_pod_and_container_requests() {
+    let dirs = DaemonDirs::new();
+    let daemon = Peapodd::start(&dirs);
+    let mut rt = daemon.runtime().await;
+    let err = rt
+        .run_pod_sandbox(v1::RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = rt
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(pod_config("x", &dirs.path("logs"))),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("kata"));
+    let err = rt
+        .create_container(v1::CreateContainerRequest {
+            pod_sandbox_id: "nope".into(),
+            config: Some(container("c", "busybox", &["true"])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = rt
+        .container_status(v1::ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = rt
+        .start_container(v1::StartContainerRequest {
+            container_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = rt
+        .pod_sandbox_status(v1::PodSandboxStatusRequest {
+            pod_sandbox_id: "../../etc".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Removing what does not exist succeeds, as the CRI asks.
+    rt.remove_container(v1::RemoveContainerRequest {
+        container_id: "nope".into(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+        pod_sandbox_id: "nope".into(),
+    })
+    .await
+    .unwrap();
+}
