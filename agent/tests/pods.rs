@@ -107,6 +107,7 @@ async fn a_pod_with_two_containers() {
         image,
         logs,
         dirs.path("state"),
+        dirs.endpoint(),
     ));
     let result = body.await;
     let _ = rt
@@ -126,6 +127,7 @@ async fn pod_lifecycle(
     image: String,
     logs: std::path::PathBuf,
     state_dir: std::path::PathBuf,
+    endpoint: String,
 ) {
     let status = rt
         .pod_sandbox_status(v1::PodSandboxStatusRequest {
@@ -238,6 +240,20 @@ async fn pod_lifecycle(
     assert_eq!(String::from_utf8_lossy(&out.stdout), "web\nweb\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     assert_eq!(out.exit_code, 3);
+
+    // The same through the `peapod` command line, with ids shortened to a prefix.
+    let cli = |args: &[&str]| {
+        let out = peapod(&endpoint, args);
+        assert!(out.status.success(), "peapod {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let pods = cli(&["pods"]);
+    assert!(pods.contains("web-0") && pods.contains("Ready"), "{pods}");
+    let ps = cli(&["ps"]);
+    assert!(ps.contains("client") && ps.contains("Running"), "{ps}");
+    assert_eq!(cli(&["exec", &client[..12], "--", "sh", "-c", "hostname"]), "web\n");
+    assert_eq!(cli(&["logs", &server[..12]]), "started\n");
+    assert!(cli(&["inspectp", &pod_id[..12]]).contains(&ip));
 
     let log = std::fs::read_to_string(logs.join("server.log")).unwrap();
     assert!(

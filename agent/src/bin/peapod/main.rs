@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use client::Cri;
-use commands::{images, runtime};
+use commands::{images, runtime, workloads};
 use output::Format;
 
 #[derive(Debug, Parser)]
@@ -74,6 +74,72 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "json")]
         output: Format,
     },
+    /// List pod sandboxes
+    Pods {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// List containers (running ones; -a for all)
+    Ps {
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Show a container's status
+    Inspect {
+        container: String,
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// Show a pod sandbox's status
+    Inspectp {
+        pod: String,
+        #[arg(short, long, value_enum, default_value = "json")]
+        output: Format,
+    },
+    /// Print a container's log
+    Logs {
+        container: String,
+        /// Only the last N lines
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Keep printing new lines until the container exits
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Run a command in a container and wait for it
+    Exec {
+        container: String,
+        /// Seconds before the command is killed (0: no limit)
+        #[arg(long, default_value_t = 0)]
+        timeout: i64,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Stop containers
+    Stop {
+        #[arg(required = true)]
+        containers: Vec<String>,
+        /// Seconds to wait after the stop signal before SIGKILL
+        #[arg(short, long, default_value_t = 10)]
+        timeout: i64,
+    },
+    /// Remove containers
+    Rm {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop pod sandboxes
+    Stopp {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Remove pod sandboxes
+    Rmp {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -90,6 +156,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pull { image, creds } => images::pull(cri, &image, creds.as_deref()).await,
         Command::Rmi { images } => images::rmi(cri, &images).await,
         Command::Inspecti { image, output } => images::inspecti(cri, &image, output).await,
+        Command::Pods { output } => workloads::pods(cri, output).await,
+        Command::Ps { all, output } => workloads::ps(cri, all, output).await,
+        Command::Inspect { container, output } => workloads::inspect(cri, &container, output).await,
+        Command::Inspectp { pod, output } => workloads::inspectp(cri, &pod, output).await,
+        Command::Logs {
+            container,
+            tail,
+            follow,
+        } => workloads::logs(cri, &container, tail, follow).await,
+        Command::Exec {
+            container,
+            timeout,
+            cmd,
+        } => {
+            let code = workloads::exec(cri, &container, &cmd, timeout).await?;
+            if code != 0 {
+                // The command's own exit code, as `crictl exec` and `kubectl exec` report it.
+                std::process::exit(code.clamp(0, 255));
+            }
+            Ok(())
+        }
+        Command::Stop {
+            containers,
+            timeout,
+        } => workloads::stop(cri, &containers, timeout).await,
+        Command::Rm { containers } => workloads::rm(cri, &containers).await,
+        Command::Stopp { pods } => workloads::stopp(cri, &pods).await,
+        Command::Rmp { pods } => workloads::rmp(cri, &pods).await,
     }
 }
 

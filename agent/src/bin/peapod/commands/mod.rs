@@ -3,6 +3,7 @@
 
 pub mod images;
 pub mod runtime;
+pub mod workloads;
 
 /// Parses a JSON document the daemon put in an `info` map, keeping it as a
 /// plain string if it is not JSON.
