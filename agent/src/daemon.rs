@@ -64,6 +64,8 @@ pub struct Daemon {
     pub images: RootfsStore,
     pub pods: Pods,
     pub containers: Containers,
+    /// Container lifecycle events for GetContainerEvents subscribers.
+    pub events: tokio::sync::broadcast::Sender<peapod_cri_proto::v1::ContainerEventResponse>,
     pub started: SystemTime,
     runtime: RwLock<RuntimeSettings>,
     /// Held (flock) for as long as the daemon lives: two daemons on one root
@@ -121,6 +123,7 @@ impl Daemon {
             images,
             pods,
             containers,
+            events: tokio::sync::broadcast::channel(1024).0,
             started: SystemTime::now(),
             runtime: RwLock::new(RuntimeSettings::default()),
             _root_lock: root_lock,

@@ -251,7 +251,10 @@ async fn pod_lifecycle(
     assert!(pods.contains("web-0") && pods.contains("Ready"), "{pods}");
     let ps = cli(&["ps"]);
     assert!(ps.contains("client") && ps.contains("Running"), "{ps}");
-    assert_eq!(cli(&["exec", &client[..12], "--", "sh", "-c", "hostname"]), "web\n");
+    assert_eq!(
+        cli(&["exec", &client[..12], "--", "sh", "-c", "hostname"]),
+        "web\n"
+    );
     assert_eq!(cli(&["logs", &server[..12]]), "started\n");
     assert!(cli(&["inspectp", &pod_id[..12]]).contains(&ip));
 
@@ -394,4 +397,205 @@ async fn bad_pod_and_container_requests() {
     })
     .await
     .unwrap();
+}
+
+/// The next event from the stream, within a few seconds.
+async fn next_event(
+    stream: &mut tonic::Streaming<v1::ContainerEventResponse>,
+) -> v1::ContainerEventResponse {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("an event in time")
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_stats_update_and_restart() {
+    let dirs = DaemonDirs::new();
+    let registry = Registry::start();
+    let image = registry.push("busybox", "test/busybox", "1");
+    let daemon = Peapodd::start(&dirs);
+    let mut rt = daemon.runtime().await;
+    daemon
+        .images()
+        .await
+        .pull_image(v1::PullImageRequest {
+            image: Some(v1::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut events = rt
+        .get_container_events(v1::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A host-network pod: no CNI needed.
+    let mut config = pod_config("hostnet", &dirs.path("logs"));
+    config.linux = Some(v1::LinuxPodSandboxConfig {
+        security_context: Some(v1::LinuxSandboxSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                network: v1::NamespaceMode::Node as i32,
+                pid: v1::NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod_id = rt
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let create = |name: &str, command: &[&str]| v1::CreateContainerRequest {
+        pod_sandbox_id: pod_id.clone(),
+        config: Some(container(name, &image, command)),
+        sandbox_config: Some(config.clone()),
+    };
+
+    let quick = rt
+        .create_container(create("quick", &["true"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let e = next_event(&mut events).await;
+    assert_eq!(
+        (e.container_id.as_str(), e.container_event_type),
+        (
+            quick.as_str(),
+            v1::ContainerEventType::ContainerCreatedEvent as i32
+        )
+    );
+    rt.start_container(v1::StartContainerRequest {
+        container_id: quick.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        next_event(&mut events).await.container_event_type,
+        v1::ContainerEventType::ContainerStartedEvent as i32
+    );
+    let stopped = next_event(&mut events).await;
+    assert_eq!(
+        stopped.container_event_type,
+        v1::ContainerEventType::ContainerStoppedEvent as i32
+    );
+    let status = stopped.containers_statuses[0].clone();
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+
+    let sleeper = rt
+        .create_container(create("sleeper", &["sleep", "1000"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(v1::StartContainerRequest {
+        container_id: sleeper.clone(),
+    })
+    .await
+    .unwrap();
+    let stats = rt
+        .container_stats(v1::ContainerStatsRequest {
+            container_id: sleeper.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    assert!(stats.writable_layer.is_some());
+    rt.update_container_resources(v1::UpdateContainerResourcesRequest {
+        container_id: sleeper.clone(),
+        linux: Some(v1::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stats = rt
+        .list_container_stats(v1::ListContainerStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    let sleeper_stats = stats
+        .iter()
+        .find(|s| s.attributes.as_ref().unwrap().id == sleeper)
+        .unwrap();
+    assert!(
+        sleeper_stats
+            .memory
+            .as_ref()
+            .unwrap()
+            .available_bytes
+            .unwrap()
+            .value
+            <= 64 << 20
+    );
+
+    // kill -9 the daemon: the container lives on in its shim, and a new daemon finds it all again.
+    drop(events);
+    daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    let daemon = Peapodd::start(&dirs);
+    let mut rt = daemon.runtime().await;
+    let pods = rt
+        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    let status = rt
+        .container_status(v1::ContainerStatusRequest {
+            container_id: sleeper.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, v1::ContainerState::ContainerRunning as i32);
+    let out = rt
+        .exec_sync(v1::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "echo still-here".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still-here\n");
+
+    rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+    assert!(rt
+        .list_containers(v1::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
 }

@@ -588,9 +588,18 @@ fn resources(
         }
     }
     let mut out = json!({"devices": device_rules});
-    let Some(r) = &linux.resources else {
-        return Ok(out);
-    };
+    if let (Some(r), Some(o)) = (&linux.resources, out.as_object_mut()) {
+        if let Value::Object(limits) = linux_resources(r) {
+            o.extend(limits);
+        }
+    }
+    Ok(out)
+}
+
+/// The OCI `linux.resources` for the CRI's limits (no device rules): for create and for
+/// UpdateContainerResources.
+pub fn linux_resources(r: &v1::LinuxContainerResources) -> Value {
+    let mut out = json!({});
     let mut cpu = serde_json::Map::new();
     if r.cpu_shares > 0 {
         cpu.insert("shares".into(), r.cpu_shares.into());
@@ -626,7 +635,7 @@ fn resources(
     if !r.unified.is_empty() {
         out["unified"] = json!(r.unified);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

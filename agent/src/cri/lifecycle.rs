@@ -472,3 +472,153 @@ pub async fn reopen_container_log(
         .map_err(|e| ctr_error(e.into()))?;
     Ok(v1::ReopenContainerLogResponse {})
 }
+
+/// Tell GetContainerEvents subscribers; nobody listening is fine.
+async fn emit(daemon: &Daemon, container_id: &str, kind: v1::ContainerEventType) {
+    if daemon.events.receiver_count() == 0 {
+        return;
+    }
+    let status = container_status(
+        daemon,
+        v1::ContainerStatusRequest {
+            container_id: container_id.to_string(),
+            verbose: false,
+        },
+    )
+    .await
+    .ok()
+    .and_then(|r| r.status);
+    let _ = daemon.events.send(v1::ContainerEventResponse {
+        container_id: container_id.to_string(),
+        container_event_type: kind as i32,
+        created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        pod_sandbox_status: None,
+        containers_statuses: status.into_iter().collect(),
+    });
+}
+
+pub async fn container_created(daemon: &Daemon, id: &str) {
+    emit(daemon, id, v1::ContainerEventType::ContainerCreatedEvent).await;
+}
+
+/// After a start: the started event now, the stopped event when the shim reports the exit.
+pub async fn container_started(daemon: std::sync::Arc<Daemon>, id: String) {
+    emit(&daemon, &id, v1::ContainerEventType::ContainerStartedEvent).await;
+    let shim = daemon.containers.shim(&id);
+    tokio::spawn(async move {
+        if shim.wait().await.is_ok() {
+            emit(&daemon, &id, v1::ContainerEventType::ContainerStoppedEvent).await;
+        }
+    });
+}
+
+pub async fn container_deleted(daemon: &Daemon, id: &str) {
+    if daemon.events.receiver_count() > 0 {
+        let _ = daemon.events.send(v1::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: v1::ContainerEventType::ContainerDeletedEvent as i32,
+            created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            ..Default::default()
+        });
+    }
+}
+
+pub async fn update_container_resources(
+    daemon: &Daemon,
+    req: v1::UpdateContainerResourcesRequest,
+) -> Result<v1::UpdateContainerResourcesResponse, Status> {
+    let id = nonempty(&req.container_id, "container_id")?.to_string();
+    daemon.containers.load(&id).await.map_err(ctr_error)?;
+    let Some(linux) = req.linux else {
+        return Ok(v1::UpdateContainerResourcesResponse {});
+    };
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_value(crate::containerspec::linux_resources(&linux))
+            .map_err(|e| Status::invalid_argument(format!("resources: {e}")))?;
+    let container = daemon
+        .containers
+        .runtime_container(&id)
+        .ok_or_else(|| Status::failed_precondition(format!("container {id} is not running")))?;
+    // Writing cgroup files blocks; it is no clone, so a blocking thread of the daemon may do it.
+    tokio::task::spawn_blocking(move || container.update(&resources))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+    Ok(v1::UpdateContainerResourcesResponse {})
+}
+
+async fn stats_of(daemon: &Daemon, record: &ContainerRecord) -> Result<v1::ContainerStats, Status> {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let config = record.config().map_err(ctr_error)?;
+    let cgroup = match daemon.containers.runtime_container(&record.id) {
+        Some(c) => tokio::task::spawn_blocking(move || c.stats())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok(),
+        None => None,
+    };
+    let layer = daemon.images.snapshot_usage(&record.id).await.ok();
+    let value = |v: u64| Some(v1::UInt64Value { value: v });
+    Ok(v1::ContainerStats {
+        attributes: Some(v1::ContainerAttributes {
+            id: record.id.clone(),
+            metadata: config.metadata.clone(),
+            labels: record.labels.clone().into_iter().collect(),
+            annotations: record.annotations.clone().into_iter().collect(),
+        }),
+        cpu: cgroup.as_ref().map(|s| v1::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: value(s.cpu_usage_ns),
+            ..Default::default()
+        }),
+        memory: cgroup.as_ref().map(|s| v1::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: value(s.memory_working_set_bytes),
+            usage_bytes: value(s.memory_usage_bytes),
+            rss_bytes: value(s.memory_rss_bytes),
+            available_bytes: s.memory_limit_bytes.map(|l| v1::UInt64Value {
+                value: l.saturating_sub(s.memory_working_set_bytes),
+            }),
+            ..Default::default()
+        }),
+        writable_layer: layer.map(|u| v1::FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(v1::FilesystemIdentifier {
+                mountpoint: daemon.images.root().display().to_string(),
+            }),
+            used_bytes: value(u.bytes),
+            inodes_used: value(u.inodes),
+        }),
+        ..Default::default()
+    })
+}
+
+pub async fn container_stats(
+    daemon: &Daemon,
+    req: v1::ContainerStatsRequest,
+) -> Result<v1::ContainerStatsResponse, Status> {
+    let id = nonempty(&req.container_id, "container_id")?;
+    let record = daemon.containers.load(id).await.map_err(ctr_error)?;
+    Ok(v1::ContainerStatsResponse {
+        stats: Some(stats_of(daemon, &record).await?),
+    })
+}
+
+pub async fn list_container_stats(
+    daemon: &Daemon,
+    req: v1::ListContainerStatsRequest,
+) -> Result<v1::ListContainerStatsResponse, Status> {
+    let filter = req.filter.unwrap_or_default();
+    let mut stats = Vec::new();
+    for record in daemon.containers.list().await.map_err(ctr_error)? {
+        if (!filter.id.is_empty() && !record.id.starts_with(&filter.id))
+            || (!filter.pod_sandbox_id.is_empty()
+                && !record.sandbox_id.starts_with(&filter.pod_sandbox_id))
+            || !labels_match(&record.labels, &filter.label_selector)
+        {
+            continue;
+        }
+        stats.push(stats_of(daemon, &record).await?);
+    }
+    Ok(v1::ListContainerStatsResponse { stats })
+}

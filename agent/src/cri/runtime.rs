@@ -209,18 +209,20 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<v1::CreateContainerRequest>,
     ) -> Result<Response<v1::CreateContainerResponse>, Status> {
-        lifecycle::create_container(&self.daemon, request.into_inner())
-            .await
-            .map(Response::new)
+        let response = lifecycle::create_container(&self.daemon, request.into_inner()).await?;
+        lifecycle::container_created(&self.daemon, &response.container_id).await;
+        Ok(Response::new(response))
     }
 
     async fn start_container(
         &self,
         request: Request<v1::StartContainerRequest>,
     ) -> Result<Response<v1::StartContainerResponse>, Status> {
-        lifecycle::start_container(&self.daemon, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let id = request.container_id.clone();
+        let response = lifecycle::start_container(&self.daemon, request).await?;
+        lifecycle::container_started(self.daemon.clone(), id).await;
+        Ok(Response::new(response))
     }
 
     async fn stop_container(
@@ -236,9 +238,11 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<v1::RemoveContainerRequest>,
     ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
-        lifecycle::remove_container(&self.daemon, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let id = request.container_id.clone();
+        let response = lifecycle::remove_container(&self.daemon, request).await?;
+        lifecycle::container_deleted(&self.daemon, &id).await;
+        Ok(Response::new(response))
     }
 
     async fn list_containers(
@@ -261,9 +265,11 @@ impl RuntimeService for RuntimeApi {
 
     async fn update_container_resources(
         &self,
-        _request: Request<v1::UpdateContainerResourcesRequest>,
+        request: Request<v1::UpdateContainerResourcesRequest>,
     ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
-        not_yet("UpdateContainerResources")
+        lifecycle::update_container_resources(&self.daemon, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn reopen_container_log(
@@ -307,16 +313,20 @@ impl RuntimeService for RuntimeApi {
 
     async fn container_stats(
         &self,
-        _request: Request<v1::ContainerStatsRequest>,
+        request: Request<v1::ContainerStatsRequest>,
     ) -> Result<Response<v1::ContainerStatsResponse>, Status> {
-        not_yet("ContainerStats")
+        lifecycle::container_stats(&self.daemon, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<v1::ListContainerStatsRequest>,
+        request: Request<v1::ListContainerStatsRequest>,
     ) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
-        not_yet("ListContainerStats")
+        lifecycle::list_container_stats(&self.daemon, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_stats(
@@ -397,13 +407,19 @@ impl RuntimeService for RuntimeApi {
         not_yet("StreamPodSandboxStats")
     }
 
-    type GetContainerEventsStream = Nothing<v1::ContainerEventResponse>;
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<v1::ContainerEventResponse, Status>> + Send>,
+    >;
 
     async fn get_container_events(
         &self,
         _request: Request<v1::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        not_yet("GetContainerEvents")
+        use tokio_stream::StreamExt;
+        // A subscriber that falls too far behind loses events rather than stalling the others.
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.daemon.events.subscribe())
+            .filter_map(|event| event.ok().map(Ok));
+        Ok(Response::new(Box::pin(events)))
     }
 
     type StreamPodSandboxMetricsStream = Nothing<v1::StreamPodSandboxMetricsResponse>;
