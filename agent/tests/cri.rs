@@ -141,13 +141,13 @@ async fn version_status_and_runtime_config() {
     let info: serde_json::Value = serde_json::from_str(&verbose.info["runtime"]).unwrap();
     assert_eq!(info["podCIDR"], "10.88.0.0/16");
 
-    // Pods and containers are not built yet, and say so by name.
+    // What is not built yet says so, by name.
     let error = runtime
-        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+        .checkpoint_container(v1::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::Unimplemented);
-    assert!(error.message().contains("ListPodSandbox"), "{error:?}");
+    assert!(error.message().contains("CheckpointContainer"), "{error:?}");
 
     // SIGTERM stops the daemon cleanly and takes the socket away, even with
     // a client still connected (as the kubelet always is).
