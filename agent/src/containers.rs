@@ -14,6 +14,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::containerspec::{self, PodView};
+use crate::records::{self, RecordError, Records};
 use crate::shim::{self, ShimClient, ShimError, ShimSetup};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,17 @@ pub enum ContainerError {
         context: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Record(RecordError),
+}
+
+impl From<RecordError> for ContainerError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::NotFound(id) => ContainerError::NotFound(id),
+            other => ContainerError::Record(other),
+        }
+    }
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
@@ -81,7 +93,7 @@ pub struct PodContext<'a> {
 
 #[derive(Clone)]
 pub struct Containers {
-    records: PathBuf,
+    records: Records,
     state: PathBuf,
     sockets: PathBuf,
     runtime_root: PathBuf,
@@ -96,10 +108,10 @@ impl Containers {
         shim_binary: PathBuf,
         images: RootfsStore,
     ) -> Result<Self, ContainerError> {
-        let records = root.join("containers");
+        let records = Records::open(root.join("containers"))?;
         let state_dir = state.join("containers");
         let sockets = state.join("s");
-        for dir in [&records, &state_dir, &sockets] {
+        for dir in [&state_dir, &sockets] {
             std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
         }
         Ok(Containers {
@@ -123,6 +135,18 @@ impl Containers {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut hasher);
         self.sockets.join(format!("{:016x}.sock", hasher.finish()))
+    }
+
+    async fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+        Ok(self.records.save(&record.id, record).await?)
+    }
+
+    pub async fn load(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+        Ok(self.records.load(id).await?)
+    }
+
+    pub async fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
+        Ok(self.records.list().await?)
     }
 
     pub fn shim(&self, id: &str) -> ShimClient {
@@ -235,48 +259,6 @@ impl Containers {
         Ok(record)
     }
 
-    async fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
-        let path = self.records.join(format!("{}.json", record.id));
-        let text =
-            serde_json::to_vec(record).map_err(|e| ContainerError::Invalid(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        tokio::fs::write(&tmp, text)
-            .await
-            .map_err(io(format!("writing {}", tmp.display())))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(io(format!("renaming {}", tmp.display())))
-    }
-
-    pub async fn load(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
-        let path = self.records.join(format!("{id}.json"));
-        let text = match tokio::fs::read(&path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ContainerError::NotFound(id.to_string()))
-            }
-            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
-        };
-        serde_json::from_slice(&text)
-            .map_err(|e| ContainerError::Invalid(format!("{}: {e}", path.display())))
-    }
-
-    pub async fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
-        let mut out = Vec::new();
-        let mut dir = tokio::fs::read_dir(&self.records)
-            .await
-            .map_err(io("listing containers"))?;
-        while let Some(entry) = dir.next_entry().await.map_err(io("listing containers"))? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".json") {
-                if let Ok(record) = self.load(id).await {
-                    out.push(record);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     pub async fn start(&self, id: &str) -> Result<(), ContainerError> {
         let mut record = self.load(id).await?;
         self.shim(id).start().await?;
@@ -333,6 +315,11 @@ impl Containers {
 
     /// Remove a container (killing it if it still runs): shim, snapshot, files, record.
     pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        // An id that cannot be a record names nothing we made: there is nothing to remove, and
+        // it must never reach a path.
+        if !records::valid_id(id) {
+            return Ok(());
+        }
         match self.shim(id).delete(true).await {
             Ok(()) | Err(ShimError::Io { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -350,11 +337,7 @@ impl Containers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("removing {}", dir.display()))(e)),
         }
-        match tokio::fs::remove_file(self.records.join(format!("{id}.json"))).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing the container record")(e)),
-        }
+        Ok(self.records.remove(id).await?)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod cri;
 pub mod daemon;
 pub mod network;
 pub mod pods;
+pub mod records;
 pub mod sandbox;
 pub mod server;
 pub mod shim;

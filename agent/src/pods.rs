@@ -11,6 +11,7 @@ use peapod_runtime::shim_protocol::base64;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::records::{RecordError, Records};
 use crate::sandbox::{
     self, Cni, DnsConfig, PortMapping, Protocol, Sandbox, SandboxError, SandboxSpec,
 };
@@ -36,6 +37,17 @@ pub enum PodError {
         context: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Record(RecordError),
+}
+
+impl From<RecordError> for PodError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::NotFound(id) => PodError::NotFound(id),
+            other => PodError::Record(other),
+        }
+    }
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PodError {
@@ -80,7 +92,7 @@ impl PodRecord {
 pub const HANDLERS: [&str; 3] = ["", "peapod", "runc"];
 
 pub struct Pods {
-    records: PathBuf,
+    records: Records,
     pods_dir: PathBuf,
     cni: Cni,
     /// Serialises creations, so the name check and the record write cannot interleave.
@@ -89,11 +101,10 @@ pub struct Pods {
 
 impl Pods {
     pub fn new(root: &Path, state: &Path, cni: Cni) -> Result<Self, PodError> {
-        let records = root.join("pods");
+        let records = Records::open(root.join("pods"))?;
         let pods_dir = state.join("pods");
-        for dir in [&records, &pods_dir] {
-            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        }
+        std::fs::create_dir_all(&pods_dir)
+            .map_err(io(format!("creating {}", pods_dir.display())))?;
         Ok(Pods {
             records,
             pods_dir,
@@ -181,47 +192,17 @@ impl Pods {
     }
 
     async fn save(&self, record: &PodRecord) -> Result<(), PodError> {
-        let path = self.records.join(format!("{}.json", record.id));
-        let text = serde_json::to_vec(record).map_err(|e| PodError::Invalid(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        tokio::fs::write(&tmp, text)
-            .await
-            .map_err(io(format!("writing {}", tmp.display())))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(io(format!("renaming {}", tmp.display())))
+        Ok(self.records.save(&record.id, record).await?)
     }
 
     pub async fn load(&self, id: &str) -> Result<PodRecord, PodError> {
-        let path = self.records.join(format!("{id}.json"));
-        if id.is_empty() || id.contains('/') {
-            return Err(PodError::NotFound(id.to_string()));
-        }
-        let text = match tokio::fs::read(&path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(PodError::NotFound(id.to_string()))
-            }
-            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
-        };
-        serde_json::from_slice(&text)
-            .map_err(|e| PodError::Invalid(format!("{}: {e}", path.display())))
+        Ok(self.records.load(id).await?)
     }
 
     pub async fn list(&self) -> Result<Vec<PodRecord>, PodError> {
-        let mut out = Vec::new();
-        let mut dir = tokio::fs::read_dir(&self.records)
-            .await
-            .map_err(io("listing pods"))?;
-        while let Some(entry) = dir.next_entry().await.map_err(io("listing pods"))? {
-            if let Some(id) = entry.file_name().to_string_lossy().strip_suffix(".json") {
-                if let Ok(record) = self.load(id).await {
-                    out.push(record);
-                }
-            }
-        }
-        out.sort_by_key(|p| p.created_at);
-        Ok(out)
+        let mut pods: Vec<PodRecord> = self.records.list().await?;
+        pods.sort_by_key(|p| p.created_at);
+        Ok(pods)
     }
 
     /// Tear down the pod's network (its containers must be stopped by the caller first);
@@ -250,11 +231,7 @@ impl Pods {
         tokio::task::spawn_blocking(move || sandbox::remove(&sandbox))
             .await
             .map_err(|e| PodError::Invalid(format!("sandbox removal panicked: {e}")))??;
-        match tokio::fs::remove_file(self.records.join(format!("{id}.json"))).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing the pod record")(e)),
-        }
+        Ok(self.records.remove(id).await?)
     }
 }
 

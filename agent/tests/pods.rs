@@ -298,6 +298,15 @@ async fn pod_lifecycle(
         .containers;
     assert_eq!(listed.len(), 2);
 
+    // Removal through the command line, by id prefix.
+    let cli = |args: &[&str]| {
+        let out = peapod(&endpoint, args);
+        assert!(out.status.success(), "peapod {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    assert_eq!(cli(&["rm", &client[..12]]), format!("{client}\n"));
+    assert!(!cli(&["ps", "-a"]).contains("client"));
+
     rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
         pod_sandbox_id: pod_id.clone(),
     })
@@ -386,6 +395,28 @@ async fn bad_pod_and_container_requests() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    // Ids that are paths never reach the filesystem.
+    for hostile in ["../containers", "..", "/etc", "../../state"] {
+        rt.remove_container(v1::RemoveContainerRequest {
+            container_id: hostile.into(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+            pod_sandbox_id: hostile.into(),
+        })
+        .await
+        .unwrap();
+        let err = rt
+            .container_status(v1::ContainerStatusRequest {
+                container_id: hostile.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    }
+    assert!(dirs.path("root/containers").is_dir() && dirs.path("state").is_dir());
     // Removing what does not exist succeeds, as the CRI asks.
     rt.remove_container(v1::RemoveContainerRequest {
         container_id: "nope".into(),

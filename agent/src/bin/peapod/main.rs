@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use client::Cri;
-use commands::{images, runtime, workloads};
+use commands::workloads::{self, Action};
+use commands::{images, runtime};
 use output::Format;
 
 #[derive(Debug, Parser)]
@@ -180,10 +181,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop {
             containers,
             timeout,
-        } => workloads::stop(cri, &containers, timeout).await,
-        Command::Rm { containers } => workloads::rm(cri, &containers).await,
-        Command::Stopp { pods } => workloads::stopp(cri, &pods).await,
-        Command::Rmp { pods } => workloads::rmp(cri, &pods).await,
+        } => workloads::act(cri, &containers, Action::StopContainer { timeout }).await,
+        Command::Rm { containers } => {
+            workloads::act(cri, &containers, Action::RemoveContainer).await
+        }
+        Command::Stopp { pods } => workloads::act(cri, &pods, Action::StopPod).await,
+        Command::Rmp { pods } => workloads::act(cri, &pods, Action::RemovePod).await,
     }
 }
 

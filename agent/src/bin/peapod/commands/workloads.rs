@@ -341,58 +341,60 @@ pub async fn exec(
     Ok(out.exit_code)
 }
 
-pub async fn stop(cri: &mut Cri, prefixes: &[String], timeout: i64) -> anyhow::Result<()> {
-    for prefix in prefixes {
-        let id = container_id(cri, prefix).await?;
-        cri.runtime
-            .stop_container(v1::StopContainerRequest {
-                container_id: id.clone(),
-                timeout,
-            })
-            .await
-            .map_err(|s| rpc_error("StopContainer", s))?;
-        println!("{id}");
-    }
-    Ok(())
+/// What `stop`, `rm`, `stopp` and `rmp` do to each id they are given.
+#[derive(Clone, Copy)]
+pub enum Action {
+    StopContainer { timeout: i64 },
+    RemoveContainer,
+    StopPod,
+    RemovePod,
 }
 
-pub async fn rm(cri: &mut Cri, prefixes: &[String]) -> anyhow::Result<()> {
+/// Apply `action` to every id (by unique prefix), printing each full id done, as crictl does.
+pub async fn act(cri: &mut Cri, prefixes: &[String], action: Action) -> anyhow::Result<()> {
     for prefix in prefixes {
-        let id = container_id(cri, prefix).await?;
-        cri.runtime
-            .remove_container(v1::RemoveContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .map_err(|s| rpc_error("RemoveContainer", s))?;
-        println!("{id}");
-    }
-    Ok(())
-}
-
-pub async fn stopp(cri: &mut Cri, prefixes: &[String]) -> anyhow::Result<()> {
-    for prefix in prefixes {
-        let id = pod_id(cri, prefix).await?;
-        cri.runtime
-            .stop_pod_sandbox(v1::StopPodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            })
-            .await
-            .map_err(|s| rpc_error("StopPodSandbox", s))?;
-        println!("{id}");
-    }
-    Ok(())
-}
-
-pub async fn rmp(cri: &mut Cri, prefixes: &[String]) -> anyhow::Result<()> {
-    for prefix in prefixes {
-        let id = pod_id(cri, prefix).await?;
-        cri.runtime
-            .remove_pod_sandbox(v1::RemovePodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            })
-            .await
-            .map_err(|s| rpc_error("RemovePodSandbox", s))?;
+        let id = match action {
+            Action::StopContainer { .. } | Action::RemoveContainer => {
+                container_id(cri, prefix).await?
+            }
+            Action::StopPod | Action::RemovePod => pod_id(cri, prefix).await?,
+        };
+        let result = match action {
+            Action::StopContainer { timeout } => cri
+                .runtime
+                .stop_container(v1::StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout,
+                })
+                .await
+                .map(drop)
+                .map_err(|s| rpc_error("StopContainer", s)),
+            Action::RemoveContainer => cri
+                .runtime
+                .remove_container(v1::RemoveContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await
+                .map(drop)
+                .map_err(|s| rpc_error("RemoveContainer", s)),
+            Action::StopPod => cri
+                .runtime
+                .stop_pod_sandbox(v1::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+                .map(drop)
+                .map_err(|s| rpc_error("StopPodSandbox", s)),
+            Action::RemovePod => cri
+                .runtime
+                .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+                .map(drop)
+                .map_err(|s| rpc_error("RemovePodSandbox", s)),
+        };
+        result?;
         println!("{id}");
     }
     Ok(())
