@@ -58,12 +58,23 @@ impl Records {
             let context = format!("{what} {}", p.display());
             move |source| RecordError::Io { context, source }
         };
-        tokio::fs::write(&tmp, text)
+        // Records live under --root and must survive a power loss (the shims outlive a daemon
+        // crash, and the next daemon finds their containers through these): write, fsync,
+        // rename, fsync the directory.
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(io("creating", &tmp))?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &text)
             .await
             .map_err(io("writing", &tmp))?;
+        file.sync_all().await.map_err(io("syncing", &tmp))?;
         tokio::fs::rename(&tmp, &path)
             .await
-            .map_err(io("renaming", &tmp))
+            .map_err(io("renaming", &tmp))?;
+        let dir = tokio::fs::File::open(&self.dir)
+            .await
+            .map_err(io("opening", &self.dir))?;
+        dir.sync_all().await.map_err(io("syncing", &self.dir))
     }
 
     pub async fn load<T: DeserializeOwned>(&self, id: &str) -> Result<T, RecordError> {
