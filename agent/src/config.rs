@@ -54,6 +54,10 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugin binaries are searched, in order.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Write a default bridge network (`peapod0`, 10.88.0.0/16, host-local, portmap) into
+    /// `cni_conf_dir` at start when it holds no network configuration, so a fresh node has pod
+    /// networking without setup, as containerd and CRI-O set-ups do.
+    pub default_cni_network: bool,
     /// A tracing filter: `info`, `debug`, `peapod_agent=trace,info`, …
     pub log_level: String,
     /// How long calls still running at SIGTERM may take before peapodd exits
@@ -70,6 +74,7 @@ impl Default for Config {
             registries_conf: None,
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+            default_cni_network: true,
             log_level: "info".to_string(),
             shutdown_grace_seconds: 10,
         }

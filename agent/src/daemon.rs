@@ -13,7 +13,7 @@ use peapod_rootfs::{RootfsStore, StoreOptions};
 use crate::config::Config;
 use crate::containers::Containers;
 use crate::pods::Pods;
-use crate::sandbox::Cni;
+use crate::sandbox::{Cni, DefaultNetwork};
 
 /// The shim binary: `PEAPOD_SHIM` if set, else `peapod-shim` next to peapodd (where the
 /// workspace builds and installs them), else whatever `peapod-shim` is on PATH.
@@ -115,6 +115,17 @@ impl Daemon {
             config.cni_bin_dirs.clone(),
             config.root.join("cni"),
         );
+        if config.default_cni_network {
+            // A node without any network config gets the default bridge; failing to write it
+            // (a read-only /etc, say) leaves NetworkReady false with its reason, not a dead daemon.
+            match cni.ensure_default_config(&DefaultNetwork::default()) {
+                Ok(true) => {
+                    tracing::info!(dir = %config.cni_conf_dir.display(), "wrote the default CNI network")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not write the default CNI network"),
+            }
+        }
         let pods = Pods::new(&config.root, &config.state, cni)?;
         let containers =
             Containers::new(&config.root, &config.state, shim_binary(), images.clone())?;

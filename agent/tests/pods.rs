@@ -630,3 +630,33 @@ async fn events_stats_update_and_restart() {
         .containers
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_cni_dir_gets_the_default_network() {
+    let dirs = DaemonDirs::new();
+    // Only written, never used here: no pod is started on the host's 10.88.0.0/16.
+    let daemon = Peapodd::start_with(&dirs, &[("--default-cni-network", "".into())]);
+    let written = std::fs::read_to_string(dirs.path("cni/10-peapod.conflist")).unwrap();
+    let conf: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let plugins: Vec<&str> = conf["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["type"].as_str())
+        .collect();
+    assert!(
+        plugins.contains(&"bridge") && plugins.contains(&"portmap"),
+        "{written}"
+    );
+    assert_eq!(conf["plugins"][0]["bridge"], "peapod0");
+    drop(daemon);
+    // An existing configuration is never touched.
+    std::fs::remove_file(dirs.path("cni/10-peapod.conflist")).unwrap();
+    std::fs::write(
+        dirs.path("cni/05-mine.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"mine","plugins":[{"type":"loopback"}]}"#,
+    )
+    .unwrap();
+    let _daemon = Peapodd::start_with(&dirs, &[("--default-cni-network", "".into())]);
+    assert!(!dirs.path("cni/10-peapod.conflist").exists());
+}

@@ -258,6 +258,10 @@ impl DaemonDirs {
             ("--log-level", PathBuf::from("debug")),
         ];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peapodd"));
+        // The tests bring their own networks; the default one is tested on its own.
+        if !overrides.iter().any(|(f, _)| *f == "--default-cni-network") {
+            cmd.arg("--no-default-cni-network");
+        }
         for (flag, default) in &flags {
             let value = overrides
                 .iter()
@@ -266,6 +270,9 @@ impl DaemonDirs {
             cmd.arg(flag).arg(value);
         }
         for (flag, value) in overrides {
+            if *flag == "--default-cni-network" {
+                continue;
+            }
             if !flags.iter().any(|(f, _)| f == flag) {
                 cmd.arg(flag).arg(value);
             }

@@ -42,6 +42,9 @@ struct Args {
     /// [default: /usr/lib/cni, /opt/cni/bin]
     #[arg(long = "cni-bin-dir", value_name = "DIR")]
     cni_bin_dirs: Vec<PathBuf>,
+    /// Do not write the default bridge network into an empty CNI config dir
+    #[arg(long = "no-default-cni-network")]
+    no_default_cni_network: bool,
     /// Log filter, e.g. `info`, `debug` or `peapod_agent=trace,info` [default: info]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -81,6 +84,9 @@ impl Args {
         }
         if let Some(seconds) = self.shutdown_grace_seconds {
             config.shutdown_grace_seconds = seconds;
+        }
+        if self.no_default_cni_network {
+            config.default_cni_network = false;
         }
         Ok(config)
     }
