@@ -611,6 +611,26 @@ async fn events_stats_update_and_restart() {
         .unwrap()
         .into_inner();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still-here\n");
+    // The new daemon watches the running container again: its exit becomes an event.
+    let mut events = rt
+        .get_container_events(v1::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    rt.stop_container(v1::StopContainerRequest {
+        container_id: sleeper.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let stopped = next_event(&mut events).await;
+    assert_eq!(
+        (stopped.container_id.as_str(), stopped.container_event_type),
+        (
+            sleeper.as_str(),
+            v1::ContainerEventType::ContainerStoppedEvent as i32
+        )
+    );
 
     rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
         pod_sandbox_id: pod_id.clone(),

@@ -504,12 +504,30 @@ pub async fn container_created(daemon: &Daemon, id: &str) {
 /// After a start: the started event now, the stopped event when the shim reports the exit.
 pub async fn container_started(daemon: std::sync::Arc<Daemon>, id: String) {
     emit(&daemon, &id, v1::ContainerEventType::ContainerStartedEvent).await;
+    watch_exit(daemon, id);
+}
+
+/// Send the stopped event once the container's shim reports its exit.
+pub fn watch_exit(daemon: std::sync::Arc<Daemon>, id: String) {
     let shim = daemon.containers.shim(&id);
     tokio::spawn(async move {
         if shim.wait().await.is_ok() {
             emit(&daemon, &id, v1::ContainerEventType::ContainerStoppedEvent).await;
         }
     });
+}
+
+/// At start-up: watch again every container that a previous daemon started and that still
+/// runs, so its exit is announced to event subscribers of this daemon too.
+pub async fn rearm_watchers(daemon: std::sync::Arc<Daemon>) {
+    let Ok(records) = daemon.containers.list().await else {
+        return;
+    };
+    for record in records {
+        if observe(&daemon, &record).await.0 == v1::ContainerState::ContainerRunning as i32 {
+            watch_exit(daemon.clone(), record.id);
+        }
+    }
 }
 
 pub async fn container_deleted(daemon: &Daemon, id: &str) {

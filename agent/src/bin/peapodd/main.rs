@@ -123,6 +123,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let daemon = Daemon::open(config).context("starting peapodd")?;
     let daemon = Arc::new(daemon);
+    peapod_agent::cri::lifecycle::rearm_watchers(daemon.clone()).await;
     tracing::info!(
         root = %daemon.config.root.display(),
         state = %daemon.config.state.display(),
