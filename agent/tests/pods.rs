@@ -578,6 +578,32 @@ async fn events_stats_update_and_restart() {
             <= 64 << 20
     );
 
+    let pod_stats = rt
+        .pod_sandbox_stats(v1::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap()
+        .linux
+        .unwrap();
+    assert_eq!(pod_stats.containers.len(), 2, "both containers of the pod");
+    assert_eq!(
+        pod_stats.process.unwrap().process_count.unwrap().value,
+        1,
+        "only sleep still runs"
+    );
+    assert!(pod_stats.memory.unwrap().usage_bytes.unwrap().value > 0);
+    let all = rt
+        .list_pod_sandbox_stats(v1::ListPodSandboxStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+
     // kill -9 the daemon: the container lives on in its shim, and a new daemon finds it all again.
     drop(events);
     daemon.stop_with(nix::sys::signal::Signal::SIGKILL);

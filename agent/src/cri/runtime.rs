@@ -331,16 +331,20 @@ impl RuntimeService for RuntimeApi {
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<v1::PodSandboxStatsRequest>,
+        request: Request<v1::PodSandboxStatsRequest>,
     ) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
-        not_yet("PodSandboxStats")
+        lifecycle::pod_sandbox_stats(&self.daemon, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<v1::ListPodSandboxStatsRequest>,
+        request: Request<v1::ListPodSandboxStatsRequest>,
     ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
-        not_yet("ListPodSandboxStats")
+        lifecycle::list_pod_sandbox_stats(&self.daemon, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn checkpoint_container(
