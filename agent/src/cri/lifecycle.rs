@@ -234,6 +234,17 @@ pub async fn create_container(
         .and_then(|s| s.namespace_options)
         .map(|n| n.pid)
         .unwrap_or(v1::NamespaceMode::Container as i32);
+    let container_pid_mode = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .map(|n| n.pid);
+    if container_pid_mode == Some(v1::NamespaceMode::Target as i32) {
+        return Err(Status::unimplemented(
+            "joining another container's PID namespace (TARGET) is not supported yet",
+        ));
+    }
     if pid_mode == v1::NamespaceMode::Pod as i32 {
         return Err(Status::unimplemented(
             "pods that share one PID namespace are not supported yet",
