@@ -52,6 +52,61 @@ fn processes(name: &str) -> Vec<String> {
         .collect()
 }
 
+type Client = v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+/// RunPodSandbox, then CreateContainer and StartContainer of a `sleep`; returns the pod id and
+/// the moments the pod was ready and the container started.
+async fn start_pod(
+    mut rt: Client,
+    name: String,
+    image: String,
+) -> anyhow::Result<(String, Instant, Instant)> {
+    let config = v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.clone(),
+            uid: format!("{name}-{}", std::process::id()),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: name,
+        ..Default::default()
+    };
+    let pod = rt
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let ready = Instant::now();
+    let container = rt
+        .create_container(v1::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(v1::ContainerConfig {
+                metadata: Some(v1::ContainerMetadata {
+                    name: "sleep".into(),
+                    attempt: 0,
+                }),
+                image: Some(v1::ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+                command: vec!["sleep".into(), "3600".into()],
+                ..Default::default()
+            }),
+            sandbox_config: Some(config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    rt.start_container(v1::StartContainerRequest {
+        container_id: container,
+    })
+    .await?;
+    Ok((pod, ready, Instant::now()))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -81,49 +136,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut pod_ready, mut ctr_start, mut total) = (Vec::new(), Vec::new(), Vec::new());
     let mut pods = Vec::new();
     for i in 0..count {
-        let config = v1::PodSandboxConfig {
-            metadata: Some(v1::PodSandboxMetadata {
-                name: format!("bench-{i}"),
-                uid: format!("bench-uid-{i}-{}", std::process::id()),
-                namespace: "bench".into(),
-                attempt: 0,
-            }),
-            hostname: format!("bench-{i}"),
-            ..Default::default()
-        };
         let t0 = Instant::now();
-        let pod = rt
-            .run_pod_sandbox(v1::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
-        let t1 = Instant::now();
-        let ctr = rt
-            .create_container(v1::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(v1::ContainerConfig {
-                    metadata: Some(v1::ContainerMetadata {
-                        name: "sleep".into(),
-                        attempt: 0,
-                    }),
-                    image: spec(),
-                    command: vec!["sleep".into(), "3600".into()],
-                    ..Default::default()
-                }),
-                sandbox_config: Some(config),
-            })
-            .await?
-            .into_inner()
-            .container_id;
-        rt.start_container(v1::StartContainerRequest { container_id: ctr })
-            .await?;
-        let t2 = Instant::now();
-        pod_ready.push(t1 - t0);
-        ctr_start.push(t2 - t1);
-        total.push(t2 - t0);
+        let (pod, ready, started) =
+            start_pod(rt.clone(), format!("bench-{i}"), image.clone()).await?;
+        pod_ready.push(ready - t0);
+        ctr_start.push(started - ready);
+        total.push(started - t0);
         pods.push(pod);
     }
     let shims: Vec<String> = processes("peapod-shim");
@@ -144,6 +162,45 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         teardown.push(t.elapsed());
     }
+    // The same number of pods again, all at once, as a node does when it (re)starts.
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            tokio::spawn(start_pod(
+                rt.clone(),
+                format!("bench-par-{i}"),
+                image.clone(),
+            ))
+        })
+        .collect();
+    let mut parallel = Vec::new();
+    for task in tasks {
+        parallel.push(task.await??.0);
+    }
+    let all_running = t0.elapsed();
+    let t0 = Instant::now();
+    let tasks: Vec<_> = parallel
+        .into_iter()
+        .map(|pod| {
+            let mut rt = rt.clone();
+            tokio::spawn(async move {
+                rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await?;
+                rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                    pod_sandbox_id: pod,
+                })
+                .await?;
+                Ok::<_, tonic::Status>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let all_removed = t0.elapsed();
+
     println!("pods with one running container: {count}");
     println!(
         "  pod ready (RunPodSandbox)        median {:7.2} ms",
@@ -168,6 +225,11 @@ async fn main() -> anyhow::Result<()> {
         shims.len()
     );
     println!("  shim PSS per pod                 {:7} KiB", shim_pss / n);
+    println!(
+        "  {count} pods at once: all running  {:7.2} ms, all removed {:7.2} ms",
+        all_running.as_secs_f64() * 1000.0,
+        all_removed.as_secs_f64() * 1000.0
+    );
     if let (Some(idle), Some(loaded)) = (daemon_idle, daemon_loaded) {
         println!("  peapodd RSS idle / with pods     {idle} KiB / {loaded} KiB");
     }

@@ -97,6 +97,10 @@ pub struct Pods {
     cni: Cni,
     /// Serialises creations, so the name check and the record write cannot interleave.
     create_lock: tokio::sync::Mutex<()>,
+    /// Pods being created right now, by name/namespace/uid/attempt: the lock above covers only
+    /// the duplicate check and this reservation, so creations themselves (CNI, mounts) run in
+    /// parallel.
+    creating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Pods {
@@ -110,6 +114,7 @@ impl Pods {
             pods_dir,
             cni,
             create_lock: tokio::sync::Mutex::new(()),
+            creating: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -143,22 +148,31 @@ impl Pods {
                 )));
             }
         }
-        let _guard = self.create_lock.lock().await;
-        if let Some(existing) = self.list().await?.into_iter().find(|p| {
-            p.name == meta.name
-                && p.namespace == meta.namespace
-                && p.uid == meta.uid
-                && p.attempt == meta.attempt
-        }) {
-            return Err(PodError::Exists {
-                name: meta.name,
-                namespace: meta.namespace,
-                uid: meta.uid,
-                attempt: meta.attempt,
-                id: existing.id,
-            });
-        }
         let id = new_id()?;
+        let key = format!(
+            "{}/{}/{}/{}",
+            meta.name, meta.namespace, meta.uid, meta.attempt
+        );
+        {
+            let _guard = self.create_lock.lock().await;
+            let existing = self.list().await?.into_iter().find(|p| {
+                p.name == meta.name
+                    && p.namespace == meta.namespace
+                    && p.uid == meta.uid
+                    && p.attempt == meta.attempt
+            });
+            let reserved = existing.is_none() && self.reserve(&key);
+            if !reserved {
+                return Err(PodError::Exists {
+                    name: meta.name,
+                    namespace: meta.namespace,
+                    uid: meta.uid,
+                    attempt: meta.attempt,
+                    id: existing.map_or_else(|| "(still being created)".to_string(), |p| p.id),
+                });
+            }
+        }
+        let _reservation = Reservation { pods: self, key };
         let spec = spec_from(config, &id)?;
         let cni = self.cni.clone();
         let pods_dir = self.pods_dir.clone();
@@ -232,6 +246,31 @@ impl Pods {
             .await
             .map_err(|e| PodError::Invalid(format!("sandbox removal panicked: {e}")))??;
         Ok(self.records.remove(id).await?)
+    }
+}
+
+impl Pods {
+    fn reserve(&self, key: &str) -> bool {
+        match self.creating.lock() {
+            Ok(mut set) => set.insert(key.to_string()),
+            Err(poisoned) => poisoned.into_inner().insert(key.to_string()),
+        }
+    }
+}
+
+/// Frees a name reserved for a creation when the creation ends, however it ends.
+struct Reservation<'a> {
+    pods: &'a Pods,
+    key: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut set = match self.pods.creating.lock() {
+            Ok(set) => set,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        set.remove(&self.key);
     }
 }
 

@@ -395,6 +395,38 @@ async fn bad_pod_and_container_requests() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    // Two RunPodSandbox of one pod at the same moment: exactly one wins.
+    let mut twin = pod_config("twin", &dirs.path("logs"));
+    twin.linux = Some(v1::LinuxPodSandboxConfig {
+        security_context: Some(v1::LinuxSandboxSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                network: v1::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let request = || v1::RunPodSandboxRequest {
+        config: Some(twin.clone()),
+        runtime_handler: String::new(),
+    };
+    let (mut rt1, mut rt2) = (rt.clone(), rt.clone());
+    let (a, b) = tokio::join!(
+        rt1.run_pod_sandbox(request()),
+        rt2.run_pod_sandbox(request())
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w.into_inner().pod_sandbox_id, l),
+        other => panic!("exactly one of two identical pods must be created: {other:?}"),
+    };
+    assert_eq!(lost.code(), Code::AlreadyExists);
+    rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+        pod_sandbox_id: won,
+    })
+    .await
+    .unwrap();
+
     // Ids that are paths never reach the filesystem.
     for hostile in ["../containers", "..", "/etc", "../../state"] {
         rt.remove_container(v1::RemoveContainerRequest {
