@@ -1,6 +1,5 @@
 //! Containers end to end below the gRPC layer: image snapshot, OCI spec, shim, logs, exit, removal.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use peapod_agent::containers::{ContainerError, Containers, PodContext};
@@ -20,14 +19,7 @@ async fn fixture() -> Fixture {
         .prefix("peapod-containers-")
         .tempdir()
         .unwrap();
-    let images = dir.path().join("images");
-    let status = Command::new("python3")
-        .arg(peapod_tests::workspace_root().join("scripts/make-test-images"))
-        .arg(&images)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let images = peapod_tests::test_images(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let store = RootfsStore::open(dir.path().join("root/rootfs")).unwrap();
     let imported = store.import(&images.join("oci.tar"), None).await.unwrap();
     let busybox = imported

@@ -52,6 +52,23 @@ fn pod_config(name: &str, logs: &std::path::Path) -> v1::PodSandboxConfig {
     }
 }
 
+/// A pod on the host's network (no CNI needed), with the kubelet's usual private PID namespaces.
+fn host_network_pod(name: &str, logs: &std::path::Path) -> v1::PodSandboxConfig {
+    let mut config = pod_config(name, logs);
+    config.linux = Some(v1::LinuxPodSandboxConfig {
+        security_context: Some(v1::LinuxSandboxSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                network: v1::NamespaceMode::Node as i32,
+                pid: v1::NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
 fn container(name: &str, image: &str, command: &[&str]) -> v1::ContainerConfig {
     v1::ContainerConfig {
         metadata: Some(v1::ContainerMetadata {
@@ -396,17 +413,7 @@ async fn bad_pod_and_container_requests() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // Two RunPodSandbox of one pod at the same moment: exactly one wins.
-    let mut twin = pod_config("twin", &dirs.path("logs"));
-    twin.linux = Some(v1::LinuxPodSandboxConfig {
-        security_context: Some(v1::LinuxSandboxSecurityContext {
-            namespace_options: Some(v1::NamespaceOption {
-                network: v1::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let twin = host_network_pod("twin", &dirs.path("logs"));
     let request = || v1::RunPodSandboxRequest {
         config: Some(twin.clone()),
         runtime_handler: String::new(),
@@ -499,18 +506,7 @@ async fn events_stats_update_and_restart() {
         .into_inner();
 
     // A host-network pod: no CNI needed.
-    let mut config = pod_config("hostnet", &dirs.path("logs"));
-    config.linux = Some(v1::LinuxPodSandboxConfig {
-        security_context: Some(v1::LinuxSandboxSecurityContext {
-            namespace_options: Some(v1::NamespaceOption {
-                network: v1::NamespaceMode::Node as i32,
-                pid: v1::NamespaceMode::Container as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let config = host_network_pod("hostnet", &dirs.path("logs"));
     let pod_id = rt
         .run_pod_sandbox(v1::RunPodSandboxRequest {
             config: Some(config.clone()),

@@ -152,3 +152,35 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The test images of `scripts/make-test-images` (busybox, multi-layer, multi-platform…), built
+/// once per version of the script under `cache` (a test's `CARGO_TARGET_TMPDIR`) and shared by
+/// every test binary after that. Returns the directory holding `oci/`, `oci.tar` and
+/// `docker-archive.tar`.
+pub fn test_images(cache: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let script = workspace_root().join("scripts/make-test-images");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(&script)
+        .expect("reading make-test-images")
+        .hash(&mut hasher);
+    let dir = cache.join(format!("test-images-{:016x}", hasher.finish()));
+    if dir.join("oci.tar").exists() {
+        return dir;
+    }
+    // Built aside and renamed, so parallel test binaries never see half a build.
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let status = Command::new("python3")
+        .arg(&script)
+        .arg(&tmp)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running make-test-images");
+    assert!(status.success(), "make-test-images failed");
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another test binary won the race; its build is as good as ours.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
+}

@@ -5,7 +5,6 @@
 
 #![allow(dead_code)]
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -24,38 +23,10 @@ use tonic::transport::Channel;
 /// up; only a guard against hanging forever.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The test images, built once per script version in cargo's temp dir.
 pub fn images() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = workspace().join("scripts/make-test-images");
-        let mut hasher = DefaultHasher::new();
-        std::fs::read(&script)
-            .expect("read make-test-images")
-            .hash(&mut hasher);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("agent-test-images-{:016x}", hasher.finish()));
-        if dir.join("oci.tar").exists() {
-            return dir;
-        }
-        // Built aside and renamed, so parallel test binaries never see half a build.
-        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let status = Command::new("python3")
-            .arg(&script)
-            .arg(&tmp)
-            .status()
-            .expect("run make-test-images");
-        assert!(status.success(), "make-test-images failed");
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
-    })
+    DIR.get_or_init(|| peapod_tests::test_images(Path::new(env!("CARGO_TARGET_TMPDIR"))))
 }
 
 pub fn free_port() -> u16 {

@@ -19,29 +19,7 @@ pub const PASSWORD: &str = "s3cret-pass";
 /// script's content, so an edited script rebuilds them).
 pub fn images() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-test-images");
-        let key =
-            peapod_rootfs::Digest::of(&std::fs::read(&script).expect("read make-test-images"));
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("test-images-{}", &key.hex()[..16]));
-        if dir.join("oci.tar").exists() {
-            return dir;
-        }
-        // Built aside and renamed, so parallel test binaries never see half a build.
-        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let status = Command::new("python3")
-            .arg(&script)
-            .arg(&tmp)
-            .status()
-            .expect("run make-test-images");
-        assert!(status.success(), "make-test-images failed");
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
-    })
+    DIR.get_or_init(|| peapod_tests::test_images(Path::new(env!("CARGO_TARGET_TMPDIR"))))
 }
 
 pub fn oci_layout() -> PathBuf {
