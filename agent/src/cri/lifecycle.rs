@@ -13,7 +13,7 @@ use crate::cri::errors::missing;
 use crate::daemon::Daemon;
 use crate::pods::{PodError, PodRecord, PodState};
 
-fn pod_error(e: PodError) -> Status {
+pub(crate) fn pod_error(e: PodError) -> Status {
     match e {
         PodError::Invalid(_) => Status::invalid_argument(e.to_string()),
         PodError::NotFound(_) => Status::not_found(e.to_string()),
@@ -22,7 +22,7 @@ fn pod_error(e: PodError) -> Status {
     }
 }
 
-fn ctr_error(e: ContainerError) -> Status {
+pub(crate) fn ctr_error(e: ContainerError) -> Status {
     match e {
         ContainerError::Invalid(_) | ContainerError::Spec(_) => {
             Status::invalid_argument(e.to_string())
@@ -35,7 +35,7 @@ fn ctr_error(e: ContainerError) -> Status {
     }
 }
 
-fn nonempty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
+pub(crate) fn nonempty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
     if value.is_empty() {
         Err(missing(field))
     } else {
@@ -43,7 +43,7 @@ fn nonempty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
     }
 }
 
-fn labels_match(
+pub(crate) fn labels_match(
     labels: &std::collections::BTreeMap<String, String>,
     selector: &HashMap<String, String>,
 ) -> bool {
@@ -114,7 +114,7 @@ fn pod_state(pod: &PodRecord) -> i32 {
     }
 }
 
-fn pod_metadata(pod: &PodRecord) -> v1::PodSandboxMetadata {
+pub(crate) fn pod_metadata(pod: &PodRecord) -> v1::PodSandboxMetadata {
     v1::PodSandboxMetadata {
         name: pod.name.clone(),
         uid: pod.uid.clone(),
@@ -574,164 +574,4 @@ pub async fn update_container_resources(
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::failed_precondition(e.to_string()))?;
     Ok(v1::UpdateContainerResourcesResponse {})
-}
-
-async fn stats_of(daemon: &Daemon, record: &ContainerRecord) -> Result<v1::ContainerStats, Status> {
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let config = record.config().map_err(ctr_error)?;
-    let cgroup = match daemon.containers.runtime_container(&record.id) {
-        Some(c) => tokio::task::spawn_blocking(move || c.stats())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok(),
-        None => None,
-    };
-    let layer = daemon.images.snapshot_usage(&record.id).await.ok();
-    let value = |v: u64| Some(v1::UInt64Value { value: v });
-    Ok(v1::ContainerStats {
-        attributes: Some(v1::ContainerAttributes {
-            id: record.id.clone(),
-            metadata: config.metadata.clone(),
-            labels: record.labels.clone().into_iter().collect(),
-            annotations: record.annotations.clone().into_iter().collect(),
-        }),
-        cpu: cgroup.as_ref().map(|s| v1::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: value(s.cpu_usage_ns),
-            ..Default::default()
-        }),
-        memory: cgroup.as_ref().map(|s| v1::MemoryUsage {
-            timestamp: now,
-            working_set_bytes: value(s.memory_working_set_bytes),
-            usage_bytes: value(s.memory_usage_bytes),
-            rss_bytes: value(s.memory_rss_bytes),
-            available_bytes: s.memory_limit_bytes.map(|l| v1::UInt64Value {
-                value: l.saturating_sub(s.memory_working_set_bytes),
-            }),
-            ..Default::default()
-        }),
-        writable_layer: layer.map(|u| v1::FilesystemUsage {
-            timestamp: now,
-            fs_id: Some(v1::FilesystemIdentifier {
-                mountpoint: daemon.images.root().display().to_string(),
-            }),
-            used_bytes: value(u.bytes),
-            inodes_used: value(u.inodes),
-        }),
-        ..Default::default()
-    })
-}
-
-pub async fn container_stats(
-    daemon: &Daemon,
-    req: v1::ContainerStatsRequest,
-) -> Result<v1::ContainerStatsResponse, Status> {
-    let id = nonempty(&req.container_id, "container_id")?;
-    let record = daemon.containers.load(id).await.map_err(ctr_error)?;
-    Ok(v1::ContainerStatsResponse {
-        stats: Some(stats_of(daemon, &record).await?),
-    })
-}
-
-pub async fn list_container_stats(
-    daemon: &Daemon,
-    req: v1::ListContainerStatsRequest,
-) -> Result<v1::ListContainerStatsResponse, Status> {
-    let filter = req.filter.unwrap_or_default();
-    let mut stats = Vec::new();
-    for record in daemon.containers.list().await.map_err(ctr_error)? {
-        if (!filter.id.is_empty() && !record.id.starts_with(&filter.id))
-            || (!filter.pod_sandbox_id.is_empty()
-                && !record.sandbox_id.starts_with(&filter.pod_sandbox_id))
-            || !labels_match(&record.labels, &filter.label_selector)
-        {
-            continue;
-        }
-        stats.push(stats_of(daemon, &record).await?);
-    }
-    Ok(v1::ListContainerStatsResponse { stats })
-}
-
-async fn pod_stats_of(daemon: &Daemon, pod: &PodRecord) -> Result<v1::PodSandboxStats, Status> {
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let path = pod.sandbox.cgroup_path.clone();
-    // The pod cgroup holds every container's cgroup, so its counters are the pod's totals.
-    let cgroup = tokio::task::spawn_blocking(move || {
-        let cgroup = peapod_runtime::cgroups::Cgroup::new(&path).ok()?;
-        Some((
-            cgroup.stats().ok()?,
-            cgroup.procs().map(|p| p.len() as u64).unwrap_or(0),
-        ))
-    })
-    .await
-    .map_err(|e| Status::internal(e.to_string()))?;
-    let mut containers = Vec::new();
-    for record in daemon
-        .containers
-        .list()
-        .await
-        .map_err(ctr_error)?
-        .into_iter()
-        .filter(|c| c.sandbox_id == pod.id)
-    {
-        containers.push(stats_of(daemon, &record).await?);
-    }
-    let value = |v: u64| Some(v1::UInt64Value { value: v });
-    Ok(v1::PodSandboxStats {
-        attributes: Some(v1::PodSandboxAttributes {
-            id: pod.id.clone(),
-            metadata: Some(pod_metadata(pod)),
-            labels: pod.labels.clone().into_iter().collect(),
-            annotations: pod.annotations.clone().into_iter().collect(),
-        }),
-        linux: Some(v1::LinuxPodSandboxStats {
-            cpu: cgroup.as_ref().map(|(s, _)| v1::CpuUsage {
-                timestamp: now,
-                usage_core_nano_seconds: value(s.cpu_usage_ns),
-                ..Default::default()
-            }),
-            memory: cgroup.as_ref().map(|(s, _)| v1::MemoryUsage {
-                timestamp: now,
-                working_set_bytes: value(s.memory_working_set_bytes),
-                usage_bytes: value(s.memory_usage_bytes),
-                rss_bytes: value(s.memory_rss_bytes),
-                ..Default::default()
-            }),
-            process: cgroup.as_ref().map(|(_, n)| v1::ProcessUsage {
-                timestamp: now,
-                process_count: value(*n),
-            }),
-            containers,
-            ..Default::default()
-        }),
-        windows: None,
-    })
-}
-
-pub async fn pod_sandbox_stats(
-    daemon: &Daemon,
-    req: v1::PodSandboxStatsRequest,
-) -> Result<v1::PodSandboxStatsResponse, Status> {
-    let id = nonempty(&req.pod_sandbox_id, "pod_sandbox_id")?;
-    let pod = daemon.pods.load(id).await.map_err(pod_error)?;
-    Ok(v1::PodSandboxStatsResponse {
-        stats: Some(pod_stats_of(daemon, &pod).await?),
-    })
-}
-
-pub async fn list_pod_sandbox_stats(
-    daemon: &Daemon,
-    req: v1::ListPodSandboxStatsRequest,
-) -> Result<v1::ListPodSandboxStatsResponse, Status> {
-    let filter = req.filter.unwrap_or_default();
-    let mut stats = Vec::new();
-    for pod in daemon.pods.list().await.map_err(pod_error)? {
-        if (!filter.id.is_empty() && !pod.id.starts_with(&filter.id))
-            || !labels_match(&pod.labels, &filter.label_selector)
-        {
-            continue;
-        }
-        stats.push(pod_stats_of(daemon, &pod).await?);
-    }
-    Ok(v1::ListPodSandboxStatsResponse { stats })
 }

@@ -4,6 +4,7 @@ pub mod errors;
 pub mod image;
 pub mod lifecycle;
 pub mod runtime;
+pub mod stats;
 
 pub use image::ImageApi;
 pub use runtime::RuntimeApi;

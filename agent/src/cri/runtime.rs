@@ -1,8 +1,5 @@
-//! The CRI RuntimeService: runtime identity, health and settings.
-//!
-//! Pods, containers, exec and stats are answered with UNIMPLEMENTED naming
-//! the RPC until they are built on top of the sandbox and container modules;
-//! each is a method below waiting to be filled in.
+//! The CRI RuntimeService: runtime identity, health and settings here; each RPC on pods
+//! and containers hands over to [`lifecycle`], the usage RPCs to [`stats`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +7,7 @@ use std::sync::Arc;
 use peapod_cri_proto::v1::{self, runtime_service_server::RuntimeService};
 use tonic::{Request, Response, Status};
 
-use crate::cri::lifecycle;
+use crate::cri::{lifecycle, stats};
 use crate::daemon::Daemon;
 use crate::network::{self, CniStatus};
 
@@ -315,7 +312,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<v1::ContainerStatsRequest>,
     ) -> Result<Response<v1::ContainerStatsResponse>, Status> {
-        lifecycle::container_stats(&self.daemon, request.into_inner())
+        stats::container_stats(&self.daemon, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -324,7 +321,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<v1::ListContainerStatsRequest>,
     ) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
-        lifecycle::list_container_stats(&self.daemon, request.into_inner())
+        stats::list_container_stats(&self.daemon, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -333,7 +330,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<v1::PodSandboxStatsRequest>,
     ) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
-        lifecycle::pod_sandbox_stats(&self.daemon, request.into_inner())
+        stats::pod_sandbox_stats(&self.daemon, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -342,7 +339,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<v1::ListPodSandboxStatsRequest>,
     ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
-        lifecycle::list_pod_sandbox_stats(&self.daemon, request.into_inner())
+        stats::list_pod_sandbox_stats(&self.daemon, request.into_inner())
             .await
             .map(Response::new)
     }
