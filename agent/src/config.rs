@@ -12,8 +12,10 @@
 //! cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 //! log_level = "info"
 //! shutdown_grace_seconds = 10
+//! stream_address = "127.0.0.1:0"
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,10 @@ pub struct Config {
     /// How long calls still running at SIGTERM may take before peapodd exits
     /// anyway (long pulls, the kubelet's open event streams).
     pub shutdown_grace_seconds: u64,
+    /// Where the streaming server (the URLs of Exec, Attach and PortForward) listens. Port 0
+    /// lets the kernel pick one; loopback keeps it to this node (the kubelet proxies to it),
+    /// as containerd's default does.
+    pub stream_address: SocketAddr,
 }
 
 impl Default for Config {
@@ -77,6 +83,7 @@ impl Default for Config {
             default_cni_network: true,
             log_level: "info".to_string(),
             shutdown_grace_seconds: 10,
+            stream_address: crate::streaming::DEFAULT_ADDRESS,
         }
     }
 }

@@ -15,17 +15,17 @@ use crate::containers::Containers;
 use crate::pods::Pods;
 use crate::sandbox::{Cni, DefaultNetwork};
 
-/// The shim binary: `PEAPOD_SHIM` if set, else `peapod-shim` next to peapodd (where the
-/// workspace builds and installs them), else whatever `peapod-shim` is on PATH.
-fn shim_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PEAPOD_SHIM") {
+/// A program peapodd runs next to itself: `$<env>` if set, else `<name>` next to peapodd
+/// (where the workspace builds and installs them), else whatever `<name>` is on PATH.
+fn companion_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("peapod-shim")))
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
         .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from("peapod-shim"))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,9 @@ pub struct Daemon {
     pub images: RootfsStore,
     pub pods: Pods,
     pub containers: Containers,
+    /// The server behind the Exec, Attach and PortForward URLs; set once at start-up (it
+    /// needs the daemon behind an `Arc` first).
+    pub streaming: std::sync::OnceLock<crate::streaming::Streaming>,
     /// Container lifecycle events for GetContainerEvents subscribers.
     pub events: tokio::sync::broadcast::Sender<peapod_cri_proto::v1::ContainerEventResponse>,
     pub started: SystemTime,
@@ -126,14 +129,16 @@ impl Daemon {
                 Err(e) => tracing::warn!(error = %e, "could not write the default CNI network"),
             }
         }
-        let pods = Pods::new(&config.root, &config.state, cni)?;
-        let containers =
-            Containers::new(&config.root, &config.state, shim_binary(), images.clone())?;
+        let pod_init = companion_binary("peapod-pod-init", "PEAPOD_POD_INIT");
+        let pods = Pods::new(&config.root, &config.state, cni, pod_init)?;
+        let shim = companion_binary("peapod-shim", "PEAPOD_SHIM");
+        let containers = Containers::new(&config.root, &config.state, shim, images.clone())?;
         Ok(Daemon {
             config,
             images,
             pods,
             containers,
+            streaming: std::sync::OnceLock::new(),
             events: tokio::sync::broadcast::channel(1024).0,
             started: SystemTime::now(),
             runtime: RwLock::new(RuntimeSettings::default()),

@@ -3,13 +3,14 @@
 //! CNI ADD would need: a network configuration in the conf dir and every
 //! plugin binary it names.
 //!
-//! Like libcni, the configuration used is the first `*.conf`, `*.conflist` or
-//! `*.json` file in lexical order that parses.
+//! The configuration is found and read exactly as a pod's CNI ADD would find it
+//! ([`crate::sandbox::cni`]), so "ready" means what it says.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use crate::sandbox::cni;
 
 /// The reason CRI reports while networking is not usable (the kubelet and
 /// crictl know this string from containerd and CRI-O).
@@ -44,102 +45,29 @@ impl CniStatus {
 /// Checks `conf_dir` for a usable network and `bin_dirs` for its plugins.
 /// Reads a few small files; call it from a blocking context.
 pub fn check(conf_dir: &Path, bin_dirs: &[PathBuf]) -> CniStatus {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(conf_dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("conf" | "conflist" | "json")
-                )
-            })
-            .collect(),
-        Err(e) => {
-            return CniStatus::not_ready(format!(
-                "cni config dir {} cannot be read: {e}",
-                conf_dir.display()
-            ))
-        }
+    let network = match cni::load_network(conf_dir) {
+        Ok(network) => network,
+        Err(e) => return CniStatus::not_ready(e.to_string()),
     };
-    files.sort();
-
-    let mut skipped = Vec::new();
-    for file in files {
-        match read_network(&file) {
-            Ok((network, plugins)) => {
-                let missing: Vec<&str> = plugins
-                    .iter()
-                    .filter(|p| find_plugin(p, bin_dirs).is_none())
-                    .map(String::as_str)
-                    .collect();
-                let message = if missing.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "cni plugin(s) {} of network {network:?} ({}) not found in {}",
-                        missing.join(", "),
-                        file.display(),
-                        join_paths(bin_dirs)
-                    )
-                };
-                return CniStatus {
-                    ready: missing.is_empty(),
-                    message,
-                    config_file: Some(file),
-                    network: Some(network),
-                    plugins,
-                };
-            }
-            Err(reason) => {
-                tracing::debug!(file = %file.display(), %reason, "skipping cni config");
-                skipped.push(format!("{}: {reason}", file.display()));
-            }
-        }
-    }
-    let mut message = format!("no network config found in {}", conf_dir.display());
-    if !skipped.is_empty() {
-        message.push_str(&format!(" (unusable: {})", skipped.join("; ")));
-    }
-    CniStatus::not_ready(message)
-}
-
-/// The network name and plugin types of a `.conflist` (a `plugins` chain) or
-/// a single-plugin `.conf`.
-fn read_network(file: &Path) -> Result<(String, Vec<String>), String> {
-    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let name = value["name"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-        .ok_or("missing \"name\"")?
-        .to_string();
-    let plugin_type = |plugin: &serde_json::Value| {
-        plugin["type"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| "a plugin without \"type\"".to_string())
+    let missing = cni::missing_plugins(&network, bin_dirs);
+    let message = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "cni plugin(s) {} of network {:?} ({}) not found in {}",
+            missing.join(", "),
+            network.name,
+            network.source.display(),
+            join_paths(bin_dirs)
+        )
     };
-    let plugins = match value.get("plugins") {
-        Some(serde_json::Value::Array(list)) if !list.is_empty() => {
-            list.iter().map(plugin_type).collect::<Result<_, _>>()?
-        }
-        Some(_) => return Err("\"plugins\" must be a non-empty list".into()),
-        None => vec![plugin_type(&value)?],
-    };
-    Ok((name, plugins))
-}
-
-/// The first executable file named `plugin` in `bin_dirs`.
-pub fn find_plugin(plugin: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
-    // A type is a file name, never a path: "../x" must not escape the bin dirs.
-    if plugin.contains('/') {
-        return None;
+    CniStatus {
+        ready: missing.is_empty(),
+        message,
+        plugins: cni::plugins_needed(&network).map(str::to_string).collect(),
+        config_file: Some(network.source),
+        network: Some(network.name),
     }
-    bin_dirs.iter().map(|dir| dir.join(plugin)).find(|path| {
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
 }
 
 fn join_paths(paths: &[PathBuf]) -> String {
@@ -153,6 +81,7 @@ fn join_paths(paths: &[PathBuf]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn executable(path: &Path) {
         std::fs::write(path, "#!/bin/sh\n").unwrap();
@@ -166,7 +95,10 @@ mod tests {
         let conf = tempfile::tempdir().unwrap();
         let status = check(conf.path(), &[]);
         assert!(!status.ready);
-        assert!(status.message.contains("no network config"), "{status:?}");
+        assert!(
+            status.message.contains("no CNI network config"),
+            "{status:?}"
+        );
     }
 
     #[test]
@@ -180,21 +112,23 @@ mod tests {
     fn conflist_with_all_plugins_is_ready() {
         let (conf, bin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         std::fs::write(conf.path().join("10-peapod.conflist"), CONFLIST).unwrap();
-        executable(&bin.path().join("bridge"));
-        executable(&bin.path().join("portmap"));
+        for plugin in ["loopback", "bridge", "portmap"] {
+            executable(&bin.path().join(plugin));
+        }
         let status = check(
             conf.path(),
             &[PathBuf::from("/nonexistent"), bin.path().into()],
         );
         assert!(status.ready, "{status:?}");
         assert_eq!(status.network.as_deref(), Some("peapod"));
-        assert_eq!(status.plugins, ["bridge", "portmap"]);
+        assert_eq!(status.plugins, ["loopback", "bridge", "portmap"]);
     }
 
     #[test]
     fn missing_or_non_executable_plugin_is_named() {
         let (conf, bin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         std::fs::write(conf.path().join("10-peapod.conflist"), CONFLIST).unwrap();
+        executable(&bin.path().join("loopback"));
         executable(&bin.path().join("bridge"));
         std::fs::write(bin.path().join("portmap"), "not executable").unwrap();
         let status = check(conf.path(), &[bin.path().into()]);
@@ -221,6 +155,14 @@ mod tests {
 
     #[test]
     fn plugin_types_cannot_be_paths() {
-        assert_eq!(find_plugin("../../bin/sh", &[PathBuf::from("/usr")]), None);
+        let (conf, bin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(
+            conf.path().join("10-escape.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"../../bin/sh"}]}"#,
+        )
+        .unwrap();
+        let status = check(conf.path(), &[bin.path().into()]);
+        assert!(!status.ready);
+        assert!(status.message.contains("not a binary name"), "{status:?}");
     }
 }

@@ -95,6 +95,8 @@ pub struct Pods {
     records: Records,
     pods_dir: PathBuf,
     cni: Cni,
+    /// peapod-pod-init, for pods that share a PID namespace.
+    pod_init: PathBuf,
     /// Serialises creations, so the name check and the record write cannot interleave.
     create_lock: tokio::sync::Mutex<()>,
     /// Pods being created right now, by name/namespace/uid/attempt: the lock above covers only
@@ -104,7 +106,7 @@ pub struct Pods {
 }
 
 impl Pods {
-    pub fn new(root: &Path, state: &Path, cni: Cni) -> Result<Self, PodError> {
+    pub fn new(root: &Path, state: &Path, cni: Cni, pod_init: PathBuf) -> Result<Self, PodError> {
         let records = Records::open(root.join("pods"))?;
         let pods_dir = state.join("pods");
         std::fs::create_dir_all(&pods_dir)
@@ -113,6 +115,7 @@ impl Pods {
             records,
             pods_dir,
             cni,
+            pod_init,
             create_lock: tokio::sync::Mutex::new(()),
             creating: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
@@ -173,7 +176,10 @@ impl Pods {
             }
         }
         let _reservation = Reservation { pods: self, key };
-        let spec = spec_from(config, &id)?;
+        let mut spec = spec_from(config, &id)?;
+        if shares_pid_namespace(config) {
+            spec.pod_init = Some(self.pod_init.clone());
+        }
         let cni = self.cni.clone();
         let pods_dir = self.pods_dir.clone();
         let sandbox = tokio::task::spawn_blocking(move || sandbox::create(&spec, &cni, &pods_dir))
@@ -234,6 +240,35 @@ impl Pods {
         Ok(record)
     }
 
+    /// At start-up: asks the CNI plugins whether each ready pod's network is still as ADD
+    /// left it (CNI CHECK). A pod that fails is marked not ready, so the kubelet makes it
+    /// anew, instead of running containers in a network that no longer works.
+    pub async fn check_networks(&self) {
+        let Ok(pods) = self.list().await else {
+            return;
+        };
+        for pod in pods {
+            if pod.state != PodState::Ready || pod.sandbox.netns.is_none() {
+                continue;
+            }
+            let (cni, id) = (self.cni.clone(), pod.id.clone());
+            let checked = tokio::task::spawn_blocking(move || cni.check(&id)).await;
+            let Ok(Err(e)) = checked else {
+                continue;
+            };
+            tracing::warn!(pod = %pod.id, error = %e, "the pod's network failed CNI CHECK; marking it not ready");
+            // Read again: the kubelet may have stopped or removed the pod meanwhile, and a
+            // removed pod must not come back through this write.
+            let Ok(mut pod) = self.load(&pod.id).await else {
+                continue;
+            };
+            pod.state = PodState::NotReady;
+            if let Err(e) = self.save(&pod).await {
+                tracing::warn!(pod = %pod.id, error = %e, "saving the pod's state");
+            }
+        }
+    }
+
     /// Remove everything of the pod; a pod that does not exist is already removed.
     pub async fn remove(&self, id: &str) -> Result<(), PodError> {
         let record = match self.stop(id).await {
@@ -272,6 +307,19 @@ impl Drop for Reservation<'_> {
         };
         set.remove(&self.key);
     }
+}
+
+/// Whether the pod asks for one PID namespace for all its containers. POD is the protobuf
+/// default, so a config that says nothing shares one, as with containerd and CRI-O (the
+/// kubelet always says: CONTAINER unless the pod sets `shareProcessNamespace`).
+pub fn shares_pid_namespace(config: &v1::PodSandboxConfig) -> bool {
+    let pid = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .map_or(v1::NamespaceMode::Pod as i32, |n| n.pid);
+    pid == v1::NamespaceMode::Pod as i32
 }
 
 /// What the sandbox library needs, from the CRI's PodSandboxConfig.
@@ -316,6 +364,7 @@ pub fn spec_from(config: &v1::PodSandboxConfig, id: &str) -> Result<SandboxSpec,
         host_ipc: ns.ipc == v1::NamespaceMode::Node as i32,
         sysctls: linux.sysctls.into_iter().collect(),
         cgroup_parent: linux.cgroup_parent,
+        pod_init: None,
     })
 }
 

@@ -85,6 +85,8 @@ pub async fn serve(
     let runtime = RuntimeServiceServer::new(RuntimeApi::new(daemon.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // peapod's own API (image import) shares the socket: one endpoint for clients to find.
+    let extension = crate::extension::images_service(daemon.clone());
     let images = ImageServiceServer::new(ImageApi::new(daemon))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -94,6 +96,7 @@ pub async fn serve(
         .trace_fn(|request| tracing::info_span!("cri", rpc = request.uri().path()))
         .add_service(runtime)
         .add_service(images)
+        .add_service(extension)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     remove_socket(&socket);

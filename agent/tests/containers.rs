@@ -186,3 +186,72 @@ async fn bad_requests_leave_nothing_behind() {
     );
     assert!(f.containers.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_session_through_the_shim_client() {
+    use peapod_agent::shim::SessionEvent;
+
+    let f = fixture().await;
+    let view = PodView::default();
+    let pod = PodContext {
+        sandbox_id: "s",
+        view: &view,
+        log_directory: "",
+    };
+    let id = unique("session");
+    f.containers
+        .create(&id, &pod, &config(&f.image_id, "exec sleep 1000"))
+        .await
+        .unwrap();
+    f.containers.start(&id).await.unwrap();
+
+    // The container's own process, running `cat` instead, as a streaming exec builds it.
+    let mut process = f.containers.process(&id).await.unwrap();
+    process.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "cat; echo done >&2".into(),
+    ]));
+    process.set_terminal(Some(false));
+    let session = f
+        .containers
+        .shim(&id)
+        .exec_session(process, true)
+        .await
+        .unwrap();
+    let (mut input, mut output) = session.split();
+    input.stdin(b"hello\n").await.unwrap();
+    let mut stdout = Vec::new();
+    while stdout != b"hello\n" {
+        let event = tokio::time::timeout(Duration::from_secs(60), output.next())
+            .await
+            .unwrap()
+            .unwrap();
+        match event {
+            Some(SessionEvent::Stdout(data)) => stdout.extend(data),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    input.close_stdin().await.unwrap();
+    let mut stderr = Vec::new();
+    let exit = loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), output.next())
+            .await
+            .unwrap()
+            .unwrap();
+        match event {
+            Some(SessionEvent::Stderr(data)) => stderr.extend(data),
+            Some(SessionEvent::Exited(exit)) => break exit,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!((exit.exit_code, exit.signal), (0, None));
+    assert_eq!(stderr, b"done\n");
+    assert!(output.next().await.unwrap().is_none(), "the exit is last");
+
+    f.containers
+        .stop(&id, Duration::from_millis(100), "SIGKILL")
+        .await
+        .unwrap();
+    f.containers.remove(&id).await.unwrap();
+}

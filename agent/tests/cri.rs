@@ -85,7 +85,10 @@ async fn version_status_and_runtime_config() {
     let network = condition("NetworkReady");
     assert!(!network.status);
     assert_eq!(network.reason, "NetworkPluginNotReady");
-    assert!(network.message.contains("no network config"), "{network:?}");
+    assert!(
+        network.message.contains("no CNI network config"),
+        "{network:?}"
+    );
     assert!(status.info.is_empty());
 
     // A conflist whose plugin exists makes the network ready.

@@ -5,90 +5,14 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use peapod_agent::sandbox::{Cni, DefaultNetwork};
 use peapod_cri_proto::v1;
+use peapod_cri_proto::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::Code;
-
-/// A CNI set-up of the test's own: bridge, subnet and lease dir no other test uses.
-fn private_network(dirs: &DaemonDirs, octet: u8) -> String {
-    let bridge = format!("ppe{}", std::process::id() % 100_000);
-    let cni = Cni::new(
-        dirs.path("cni"),
-        vec!["/usr/lib/cni".into()],
-        dirs.path("cni-cache"),
-    );
-    cni.ensure_default_config(&DefaultNetwork {
-        name: format!("test-{bridge}"),
-        bridge: bridge.clone(),
-        subnet: format!("10.198.{octet}.0/24"),
-        ipam_data_dir: Some(dirs.path("ipam")),
-        file_name: "10-test.conflist".into(),
-    })
-    .unwrap();
-    bridge
-}
-
-struct BridgeGuard(String);
-
-impl Drop for BridgeGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .status();
-    }
-}
-
-fn pod_config(name: &str, logs: &std::path::Path) -> v1::PodSandboxConfig {
-    v1::PodSandboxConfig {
-        metadata: Some(v1::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: "web".into(),
-        log_directory: logs.display().to_string(),
-        ..Default::default()
-    }
-}
-
-/// A pod on the host's network (no CNI needed), with the kubelet's usual private PID namespaces.
-fn host_network_pod(name: &str, logs: &std::path::Path) -> v1::PodSandboxConfig {
-    let mut config = pod_config(name, logs);
-    config.linux = Some(v1::LinuxPodSandboxConfig {
-        security_context: Some(v1::LinuxSandboxSecurityContext {
-            namespace_options: Some(v1::NamespaceOption {
-                network: v1::NamespaceMode::Node as i32,
-                pid: v1::NamespaceMode::Container as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    config
-}
-
-fn container(name: &str, image: &str, command: &[&str]) -> v1::ContainerConfig {
-    v1::ContainerConfig {
-        metadata: Some(v1::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(v1::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_with_two_containers() {
     let dirs = DaemonDirs::new();
-    let _bridge = BridgeGuard(private_network(&dirs, 1));
+    let _network = PrivateNetwork::new(dirs.dir.path(), 1);
     let registry = Registry::start();
     let image = registry.push("busybox", "test/busybox", "1");
     let daemon = Peapodd::start_with(&dirs, &[("--cni-bin-dir", "/usr/lib/cni".into())]);
@@ -487,18 +411,7 @@ async fn events_stats_update_and_restart() {
     let image = registry.push("busybox", "test/busybox", "1");
     let daemon = Peapodd::start(&dirs);
     let mut rt = daemon.runtime().await;
-    daemon
-        .images()
-        .await
-        .pull_image(v1::PullImageRequest {
-            image: Some(v1::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    daemon.pull(&image).await;
     let mut events = rt
         .get_container_events(v1::GetEventsRequest {})
         .await
@@ -733,4 +646,369 @@ async fn an_empty_cni_dir_gets_the_default_network() {
     .unwrap();
     let _daemon = Peapodd::start_with(&dirs, &[("--default-cni-network", "".into())]);
     assert!(!dirs.path("cni/10-peapod.conflist").exists());
+}
+
+/// A host-network pod whose PID namespace option is `pid`.
+fn pod_with_pid(
+    name: &str,
+    logs: &std::path::Path,
+    pid: v1::NamespaceMode,
+) -> v1::PodSandboxConfig {
+    let mut config = host_network_pod(name, logs);
+    if let Some(ns) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = pid as i32;
+    }
+    config
+}
+
+/// A container with the PID namespace option the kubelet would send (`target` for TARGET).
+fn with_pid(
+    mut config: v1::ContainerConfig,
+    pid: v1::NamespaceMode,
+    target: &str,
+) -> v1::ContainerConfig {
+    config.linux = Some(v1::LinuxContainerConfig {
+        security_context: Some(v1::LinuxContainerSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                network: v1::NamespaceMode::Node as i32,
+                pid: pid as i32,
+                target_id: target.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+/// Pids of the pod inits that a daemon on `dirs` started (their arguments name its state dir).
+fn pod_inits(dirs: &DaemonDirs) -> Vec<String> {
+    let state = dirs.path("state").display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("peapod-pod-init") && cmdline.contains(&state)
+        })
+        .collect()
+}
+
+type Client = RuntimeServiceClient<tonic::transport::Channel>;
+
+/// RunPodSandbox of `config`; the pod's id and config.
+async fn run_pod(rt: &Client, config: v1::PodSandboxConfig) -> (String, v1::PodSandboxConfig) {
+    let request = v1::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    };
+    let id = rt
+        .clone()
+        .run_pod_sandbox(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (id, config)
+}
+
+async fn create_in(
+    rt: &Client,
+    pod: &(String, v1::PodSandboxConfig),
+    config: v1::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    let request = v1::CreateContainerRequest {
+        pod_sandbox_id: pod.0.clone(),
+        config: Some(config),
+        sandbox_config: Some(pod.1.clone()),
+    };
+    Ok(rt
+        .clone()
+        .create_container(request)
+        .await?
+        .into_inner()
+        .container_id)
+}
+
+/// Creates and starts a container; its id.
+async fn start_in(
+    rt: &Client,
+    pod: &(String, v1::PodSandboxConfig),
+    config: v1::ContainerConfig,
+) -> String {
+    let id = create_in(rt, pod, config).await.unwrap();
+    let request = v1::StartContainerRequest {
+        container_id: id.clone(),
+    };
+    rt.clone().start_container(request).await.unwrap();
+    id
+}
+
+async fn pod_state_of(rt: &Client, id: &str) -> i32 {
+    let request = v1::PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: false,
+    };
+    rt.clone()
+        .pod_sandbox_status(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .state
+}
+
+/// What `script` prints in the container, NULs (of /proc/*/cmdline) turned into spaces.
+async fn run_in(rt: &Client, id: &str, script: &str) -> String {
+    let out = rt
+        .clone()
+        .exec_sync(v1::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).replace('\0', " ")
+}
+
+const PID_1: &str = "cat /proc/1/cmdline";
+const EVERY_PROCESS: &str = "cat /proc/[0-9]*/cmdline";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_namespaces_shared_private_and_target() {
+    let dirs = std::sync::Arc::new(DaemonDirs::new());
+    let registry = Registry::start();
+    let image = registry.push("busybox", "test/busybox", "1");
+    let result = tokio::spawn(pid_namespaces(dirs.clone(), image)).await;
+    // Whatever happened, the pods (and their inits with them) go again.
+    let daemon = Peapodd::start(&dirs);
+    let mut rt = daemon.runtime().await;
+    let pods = rt
+        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    for pod in pods {
+        rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.id,
+        })
+        .await
+        .unwrap();
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    assert!(
+        pod_inits(&dirs).is_empty(),
+        "removing the pods ends their inits"
+    );
+}
+
+async fn pid_namespaces(dirs: std::sync::Arc<DaemonDirs>, image: String) {
+    use v1::NamespaceMode::{Container, Pod, Target};
+    let daemon = Peapodd::start(&dirs);
+    let rt = daemon.runtime().await;
+    daemon.pull(&image).await;
+    let logs = dirs.path("logs");
+    let shared = run_pod(&rt, pod_with_pid("shared", &logs, Pod)).await;
+    let private = run_pod(&rt, pod_with_pid("private", &logs, Container)).await;
+    assert_eq!(pod_inits(&dirs).len(), 1, "only the shared pod has an init");
+    let sleeper = |name: &str, marker: &str, pid| {
+        with_pid(container(name, &image, &["sleep", marker]), pid, "")
+    };
+
+    // Shared: the pod init is PID 1 and each container sees the other.
+    let a = start_in(&rt, &shared, sleeper("a", "4242", Pod)).await;
+    let b = start_in(&rt, &shared, sleeper("b", "4343", Pod)).await;
+    assert!(run_in(&rt, &b, PID_1).await.contains("peapod-pod-init"));
+    let seen = run_in(&rt, &b, EVERY_PROCESS).await;
+    assert!(seen.contains("sleep 4242"), "b sees a: {seen}");
+    assert!(run_in(&rt, &a, EVERY_PROCESS).await.contains("sleep 4343"));
+
+    // Private: each container is PID 1 of its own namespace and sees nothing else.
+    let c = start_in(&rt, &private, sleeper("c", "5252", Container)).await;
+    let d = start_in(&rt, &private, sleeper("d", "5353", Container)).await;
+    assert!(run_in(&rt, &d, PID_1).await.contains("sleep 5353"));
+    let seen = run_in(&rt, &d, EVERY_PROCESS).await;
+    assert!(!seen.contains("5252") && !seen.contains("4242"), "{seen}");
+
+    // Target: a debug container joins c's namespace, where c is PID 1.
+    let debug = with_pid(container("debug", &image, &["sleep", "6262"]), Target, &c);
+    let e = start_in(&rt, &private, debug).await;
+    assert!(run_in(&rt, &e, PID_1).await.contains("sleep 5252"));
+    let seen = run_in(&rt, &c, EVERY_PROCESS).await;
+    assert!(
+        seen.contains("sleep 6262"),
+        "c sees its debug container: {seen}"
+    );
+
+    // A target must be a running container of the same pod.
+    let target = |name: &str, id: &str| with_pid(container(name, &image, &["true"]), Target, id);
+    let err = create_in(&rt, &private, target("t1", "nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = create_in(&rt, &private, target("t2", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = create_in(&rt, &private, target("t3", &a))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let idle = create_in(&rt, &private, sleeper("idle", "1", Container))
+        .await
+        .unwrap();
+    let err = create_in(&rt, &private, target("t4", &idle))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // The pod init outlives a kill -9 of the daemon, and new containers still join it.
+    let inits = pod_inits(&dirs);
+    drop(rt);
+    daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    let daemon = Peapodd::start(&dirs);
+    let rt = daemon.runtime().await;
+    assert_eq!(pod_inits(&dirs), inits);
+    let late = start_in(&rt, &shared, sleeper("late", "4444", Pod)).await;
+    let seen = run_in(&rt, &late, EVERY_PROCESS).await;
+    assert!(
+        seen.contains("sleep 4242") && seen.contains("peapod-pod-init"),
+        "{seen}"
+    );
+
+    // A pod whose init is gone can take no more containers: it reports not ready.
+    let doomed = run_pod(&rt, pod_with_pid("doomed", &logs, Pod)).await;
+    assert_eq!(
+        pod_state_of(&rt, &doomed.0).await,
+        v1::PodSandboxState::SandboxReady as i32
+    );
+    let doomed_init: Vec<String> = pod_inits(&dirs)
+        .into_iter()
+        .filter(|p| !inits.contains(p))
+        .collect();
+    assert_eq!(doomed_init.len(), 1);
+    let pid = nix::unistd::Pid::from_raw(doomed_init[0].parse().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pod_state_of(&rt, &doomed.0).await != v1::PodSandboxState::SandboxNotready as i32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod never became not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Stopping the pod stops its containers and ends its init.
+    rt.clone()
+        .stop_pod_sandbox(v1::StopPodSandboxRequest {
+            pod_sandbox_id: shared.0.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pod_inits(&dirs),
+        Vec::<String>::new(),
+        "the pod inits are gone"
+    );
+    let status = rt
+        .clone()
+        .container_status(v1::ContainerStatusRequest {
+            container_id: a,
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, v1::ContainerState::ContainerExited as i32);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cni_check_after_a_restart_finds_a_broken_pod_network() {
+    let dirs = std::sync::Arc::new(DaemonDirs::new());
+    let network = PrivateNetwork::new(dirs.dir.path(), 2);
+    let result = tokio::spawn(broken_network(dirs.clone())).await;
+    let daemon = Peapodd::start_with(&dirs, &[("--cni-bin-dir", "/usr/lib/cni".into())]);
+    let mut rt = daemon.runtime().await;
+    let pods = rt
+        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    for pod in pods {
+        // DEL of a half-broken network still cleans up (veth, lease, rules).
+        rt.remove_pod_sandbox(v1::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.id,
+        })
+        .await
+        .unwrap();
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    let nat = String::from_utf8(
+        std::process::Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!nat.contains(&network.name()), "rules left:\n{nat}");
+}
+
+async fn broken_network(dirs: std::sync::Arc<DaemonDirs>) {
+    let flags = [("--cni-bin-dir", "/usr/lib/cni".into())];
+    let daemon = Peapodd::start_with(&dirs, &flags);
+    let rt = daemon.runtime().await;
+    let logs = dirs.path("logs");
+    let (healthy, _) = run_pod(&rt, pod_config("healthy", &logs)).await;
+    let (broken, _) = run_pod(&rt, pod_config("broken", &logs)).await;
+    drop(rt);
+    daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+
+    // While no daemon runs, the pod loses its default route (CHECK compares the routes with
+    // ADD's result; the address stays, so DEL can still find and remove the pod's rules).
+    let netns = dirs.path("state").join("pods").join(&broken).join("ns/net");
+    let status = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "route", "del", "default"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let daemon = Peapodd::start_with(&dirs, &flags);
+    let rt = daemon.runtime().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pod_state_of(&rt, &broken).await != v1::PodSandboxState::SandboxNotready as i32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CNI CHECK never marked the pod not ready:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        pod_state_of(&rt, &healthy).await,
+        v1::PodSandboxState::SandboxReady as i32,
+        "a pod whose network passes CHECK stays ready"
+    );
 }

@@ -622,3 +622,47 @@ fn a_kubelet_made_pod_cgroup_is_left_to_the_kubelet() {
         Err(SandboxError::InvalidSpec(_))
     ));
 }
+
+#[test]
+fn a_shared_pid_namespace_has_an_init_until_the_pod_stops() {
+    let net = TestNet::new(40);
+    let mut spec = net.spec();
+    spec.host_network = true;
+    spec.pod_init = Some(peapod_tests::workspace_binary("peapod-pod-init"));
+    let sb = net.create(&spec).unwrap();
+    let init = sb.pod_init.expect("a pod init");
+    let pidns = sb.pidns.clone().expect("a pinned PID namespace");
+    assert!(init.is_alive());
+    // The init is PID 1 of the pinned namespace and sits in the pod's IPC namespace and
+    // cgroup. (stat of an nsfs file gives the namespace's inode number.)
+    let ino = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+    let proc_ns = |kind: &str| PathBuf::from(format!("/proc/{}/ns/{kind}", init.pid));
+    assert_eq!(
+        ino(&pidns),
+        ino(&proc_ns("pid")),
+        "the pinned namespace is the init's"
+    );
+    assert_ne!(ino(&proc_ns("pid")), ino(Path::new("/proc/self/ns/pid")));
+    assert_eq!(ino(sb.ipcns.as_deref().unwrap()), ino(&proc_ns("ipc")));
+    let status = fs::read_to_string(format!("/proc/{}/status", init.pid)).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")),
+        "PID 1 inside: {status}"
+    );
+    let cgroups = fs::read_to_string(format!("/proc/{}/cgroup", init.pid)).unwrap();
+    assert!(cgroups.contains(&sb.cgroup_path), "{cgroups}");
+
+    stop_and_remove(&net, &sb);
+    assert!(!init.is_alive(), "stopping the pod ends its init");
+    net.assert_nothing_left(&spec);
+
+    // An init that cannot start fails the sandbox and leaves nothing.
+    let mut bad = net.spec();
+    bad.host_network = true;
+    bad.pod_init = Some("/bin/false".into());
+    let error = net.create(&bad).unwrap_err();
+    assert!(matches!(error, SandboxError::PodInit { .. }), "{error}");
+    net.assert_nothing_left(&bad);
+}

@@ -2,7 +2,7 @@
 //! shim's control socket the way peapodd drives it. Every test has its own id, state root and
 //! temporary directory, so they run in parallel; the container and the shim are removed when the
 //! test ends, pass or fail.
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use peapod_runtime::cgroups::Cgroup;
 use peapod_runtime::crilog::{self, Stream, Tag};
+use peapod_runtime::shim_protocol::frame::{self, Kind};
 use peapod_runtime::shim_protocol::{ExitInfo, Response};
 use peapod_runtime::state::process_start_time;
 use peapod_runtime::Container;
@@ -190,6 +191,98 @@ impl Conn {
     fn request(&mut self, request: Value) -> Response {
         self.send(&request);
         self.receive()
+    }
+
+    /// Send a session request; after its `ok` the connection carries frames.
+    fn session(mut self, request: Value) -> (Session, Response) {
+        let response = self.request(request.clone());
+        assert!(response.ok, "{request} failed: {:?}", response.error);
+        // A test that goes wrong fails instead of hanging.
+        self.writer.set_read_timeout(Some(PATIENCE)).unwrap();
+        let session = Session {
+            reader: self.reader,
+            writer: self.writer,
+        };
+        (session, response)
+    }
+}
+
+/// An interactive session, spoken frame by frame.
+struct Session {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+/// Everything a session delivered up to its end.
+#[derive(Debug, Default)]
+struct Transcript {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit: Option<ExitInfo>,
+}
+
+impl Transcript {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+impl Session {
+    fn send(&mut self, kind: Kind, payload: &[u8]) {
+        let mut bytes = Vec::new();
+        frame::encode(kind, payload, &mut bytes);
+        self.writer.write_all(&bytes).unwrap();
+    }
+
+    fn stdin(&mut self, data: &[u8]) {
+        self.send(Kind::Stdin, data);
+    }
+
+    fn resize(&mut self, width: u16, height: u16) {
+        self.send(Kind::Resize, &frame::resize_payload(width, height));
+    }
+
+    /// The next frame, or `None` when the shim closed the connection.
+    fn next(&mut self) -> Option<(Kind, Vec<u8>)> {
+        let mut header = [0u8; frame::HEADER_LEN];
+        match self.reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => panic!("reading a frame: {e}"),
+        }
+        let (kind, len) = frame::parse_header(header).unwrap();
+        let mut payload = vec![0u8; len];
+        self.reader.read_exact(&mut payload).unwrap();
+        Some((kind, payload))
+    }
+
+    /// Read frames into `t` until `done` holds or the session ends; true if `done` held.
+    fn read_until(
+        &mut self,
+        t: &mut Transcript,
+        mut done: impl FnMut(&Transcript) -> bool,
+    ) -> bool {
+        while !done(t) {
+            match self.next() {
+                Some((Kind::Stdout, data)) => t.stdout.extend(data),
+                Some((Kind::Stderr, data)) => t.stderr.extend(data),
+                Some((Kind::Exited, json)) => {
+                    assert!(t.exit.is_none(), "a second exit frame");
+                    t.exit = Some(serde_json::from_slice(&json).unwrap());
+                }
+                Some((kind, _)) => panic!("the shim sent a client's frame {kind:?}"),
+                None => return done(t),
+            }
+        }
+        true
+    }
+
+    /// Everything up to the end of the session, which must end with an exit.
+    fn finish(&mut self) -> Transcript {
+        let mut t = Transcript::default();
+        self.read_until(&mut t, |_| false);
+        assert!(t.exit.is_some(), "the session ended without an exit: {t:?}");
+        t
     }
 }
 
@@ -625,4 +718,225 @@ fn a_second_shim_on_the_same_socket_is_refused() {
         shim.ok(json!({"op": "state"})).status,
         Some(peapod_runtime::Status::Created)
     );
+}
+
+fn exec_session(shim: &Shim, process: Value, stdin: bool) -> (Session, i32) {
+    let (session, response) = shim
+        .connect()
+        .session(json!({"op": "exec_session", "process": process, "stdin": stdin}));
+    (
+        session,
+        response.pid.expect("an exec session answers with its pid"),
+    )
+}
+
+#[test]
+fn exec_session_relays_stdin_to_stdout() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let (mut session, _) = exec_session(&shim, process(&["cat"]), true);
+    session.stdin(b"hello\n");
+    let mut t = Transcript::default();
+    assert!(
+        session.read_until(&mut t, |t| t.stdout == b"hello\n"),
+        "{t:?}"
+    );
+    // Closing stdin is end-of-file for `cat`, which then exits.
+    session.send(Kind::CloseStdin, &[]);
+    let t = session.finish();
+    assert!(t.stdout.is_empty() && t.stderr.is_empty(), "{t:?}");
+    let exit = t.exit.unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (0, None));
+}
+
+#[test]
+fn exec_session_keeps_stderr_apart_and_reports_the_exit_code() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let script = "echo out; echo err >&2; echo more";
+    let (mut session, pid) = exec_session(&shim, process(&["sh", "-c", script]), false);
+    let t = session.finish();
+    assert_eq!(t.stdout(), "out\nmore\n");
+    assert_eq!(t.stderr, b"err\n");
+    assert_eq!(t.exit.unwrap().pid, pid);
+
+    let (mut session, _) = exec_session(&shim, process(&["sh", "-c", "exit 3"]), false);
+    let exit = session.finish().exit.unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (3, None));
+}
+
+#[test]
+fn exec_session_output_larger_than_any_buffer_arrives_whole() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let (mut session, _) = exec_session(&shim, process(&["seq", "1", "200000"]), false);
+    // Not reading for a while: the shim stops reading the process instead of buffering.
+    let container = Container::load(&shim.root(), &shim.id).unwrap();
+    eventually("the exec's process", || {
+        container.processes().unwrap().len() == 2
+    });
+    let t = session.finish();
+    let expected: String = (1..=200000).map(|n| format!("{n}\n")).collect();
+    assert!(t.stdout() == expected, "{} bytes of output", t.stdout.len());
+    assert_eq!(t.exit.unwrap().exit_code, 0);
+}
+
+#[test]
+fn exec_session_with_a_terminal_is_resized() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let mut tty = process(&[
+        "sh",
+        "-c",
+        "read line; stty size; test -t 0 && echo on-a-tty",
+    ]);
+    tty["terminal"] = json!(true);
+    let (mut session, _) = exec_session(&shim, tty, true);
+    // Frames are handled in order: the terminal has its size before `read` returns.
+    session.resize(100, 40);
+    session.stdin(b"\n");
+    let t = session.finish();
+    let out = t.stdout();
+    assert!(out.contains("40 100\r\n"), "{out:?}");
+    assert!(out.contains("on-a-tty"), "{out:?}");
+    assert!(t.stderr.is_empty(), "a terminal has no separate stderr");
+    assert_eq!(t.exit.unwrap().exit_code, 0);
+}
+
+#[test]
+fn a_client_leaving_an_exec_session_kills_its_process() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let container = Container::load(&shim.root(), &shim.id).unwrap();
+    let (session, pid) = exec_session(&shim, process(&["sleep", "1000"]), true);
+    assert!(container.processes().unwrap().contains(&pid));
+    drop(session);
+    eventually("the process to be killed and reaped", || {
+        process_start_time(pid).is_none() && container.processes().unwrap().len() == 1
+    });
+    // The container itself is unharmed.
+    assert_eq!(
+        shim.ok(json!({"op": "state"})).status,
+        Some(peapod_runtime::Status::Running)
+    );
+}
+
+#[test]
+fn a_client_breaking_the_frame_protocol_loses_its_session() {
+    let shim = Shim::launch(&["sleep", "1000"], &["--start"]);
+    let (mut session, pid) = exec_session(&shim, process(&["sleep", "1000"]), false);
+    // A frame longer than the limit.
+    let mut header = frame::header(Kind::Stdin, 0);
+    header[1..].copy_from_slice(&(frame::MAX_PAYLOAD as u32 + 1).to_be_bytes());
+    session.writer.write_all(&header).unwrap();
+    assert!(session.next().is_none(), "the shim closes the connection");
+    eventually("the process to be killed", || {
+        process_start_time(pid).is_none()
+    });
+}
+
+#[test]
+fn attach_relays_output_and_detaching_leaves_the_container_running() {
+    let script = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done";
+    let shim = Shim::launch(&["sh", "-c", script], &["--start"]);
+    let (mut session, _) = shim
+        .connect()
+        .session(json!({"op": "attach_session", "stdin": false}));
+    let mut t = Transcript::default();
+    assert!(session.read_until(&mut t, |t| t.stdout().matches('\n').count() >= 3));
+    // From the moment of the attach on: lines, whole or cut anywhere, in order.
+    let out = t.stdout();
+    let numbers: Vec<u64> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.strip_prefix("line ").unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{out:?}");
+    drop(session);
+
+    let logged = shim.entries().len();
+    eventually("more log lines after the detach", || {
+        shim.entries().len() > logged + 2
+    });
+    assert_eq!(
+        shim.ok(json!({"op": "state"})).status,
+        Some(peapod_runtime::Status::Running)
+    );
+    // The log got everything, attached or not.
+    let lines: Vec<String> = shim.entries().into_iter().map(|e| e.2).collect();
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(line, &format!("line {n}"));
+    }
+}
+
+#[test]
+fn attach_with_stdin_feeds_the_container_and_ends_with_its_exit() {
+    let shim = Shim::launch(&["cat"], &["--start", "--stdin"]);
+    let (mut session, _) = shim
+        .connect()
+        .session(json!({"op": "attach_session", "stdin": true}));
+    session.stdin(b"from the client\n");
+    eventually("the container's log", || {
+        shim.entries().iter().any(|e| e.2 == "from the client")
+    });
+    shim.ok(json!({"op": "kill", "signal": "KILL"}));
+    let t = session.finish();
+    assert_eq!(t.stdout(), "from the client\n");
+    let exit = t.exit.unwrap();
+    assert_eq!(exit.signal, Some(9));
+    assert_eq!(shim.wait(), exit, "the attach's exit is the container's");
+}
+
+#[test]
+fn closing_an_attached_stdin_leaves_the_container_stdin_open() {
+    let script = "while read line; do echo \"got $line\"; done; echo eof";
+    let shim = Shim::launch(&["sh", "-c", script], &["--start", "--stdin"]);
+    let attach = || {
+        shim.connect()
+            .session(json!({"op": "attach_session", "stdin": true}))
+            .0
+    };
+    let mut first = attach();
+    first.stdin(b"one\n");
+    first.send(Kind::CloseStdin, &[]);
+    let mut t = Transcript::default();
+    assert!(
+        first.read_until(&mut t, |t| t.stdout() == "got one\n"),
+        "{t:?}"
+    );
+    drop(first);
+    // A second client still reaches the container: nobody closed its stdin.
+    let mut second = attach();
+    second.stdin(b"two\n");
+    let mut t = Transcript::default();
+    assert!(
+        second.read_until(&mut t, |t| t.stdout() == "got two\n"),
+        "{t:?}"
+    );
+    assert!(shim.entries().iter().all(|e| e.2 != "eof"));
+}
+
+#[test]
+fn attach_to_a_container_with_a_terminal_resizes_it() {
+    let mut bundle = Bundle::new(&["sh", "-c", "read line; stty size"]);
+    bundle.config["process"]["terminal"] = json!(true);
+    bundle.write();
+    let shim = Shim::launch_bundle(bundle, &["--start", "--stdin"]);
+    let (mut session, _) = shim
+        .connect()
+        .session(json!({"op": "attach_session", "stdin": true}));
+    session.resize(100, 40);
+    session.stdin(b"\n");
+    let t = session.finish();
+    assert!(t.stdout().contains("40 100"), "{t:?}");
+    assert_eq!(t.exit.unwrap().exit_code, 0);
+}
+
+#[test]
+fn sessions_into_a_stopped_container_are_refused() {
+    let shim = Shim::launch(&["true"], &["--start"]);
+    shim.wait();
+    for request in [
+        json!({"op": "attach_session"}),
+        json!({"op": "exec_session", "process": process(&["true"])}),
+    ] {
+        let response = shim.request(request);
+        assert!(!response.ok);
+        assert!(response.error.unwrap().contains("has exited"));
+    }
 }

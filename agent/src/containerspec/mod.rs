@@ -33,7 +33,8 @@ pub struct PodView {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
-    /// The pod's shared PID namespace, when the pod asks for one.
+    /// The PID namespace to join for a container whose PID mode is POD (the pod's shared
+    /// one, when the pod has it) or TARGET (the target container's).
     pub pidns: Option<PathBuf>,
     pub etc_hosts: Option<PathBuf>,
     pub resolv_conf: Option<PathBuf>,
@@ -386,15 +387,16 @@ fn namespaces(pod: &PodView, security: &v1::LinuxContainerSecurityContext) -> Ve
     let pid_mode = security
         .namespace_options
         .as_ref()
-        .map(|n| n.pid)
-        .unwrap_or(v1::NamespaceMode::Container as i32);
-    // NODE is the only way to the host's PID namespace; POD without a pod namespace to join
-    // falls back to a private one, never to the host's.
+        .map_or(v1::NamespaceMode::Pod as i32, |n| n.pid);
+    // NODE is the only way to the host's PID namespace; POD or TARGET without a namespace
+    // to join falls back to a private one, never to the host's.
+    let joins = [
+        v1::NamespaceMode::Pod as i32,
+        v1::NamespaceMode::Target as i32,
+    ];
     match (pid_mode, &pod.pidns) {
         (m, _) if m == v1::NamespaceMode::Node as i32 => {}
-        (m, Some(p)) if m == v1::NamespaceMode::Pod as i32 => {
-            out.push(json!({"type": "pid", "path": p}))
-        }
+        (m, Some(p)) if joins.contains(&m) => out.push(json!({"type": "pid", "path": p})),
         _ => out.push(json!({"type": "pid"})),
     }
     out.push(json!({"type": "cgroup"}));

@@ -107,10 +107,14 @@ pub async fn remove_pod_sandbox(
     Ok(v1::RemovePodSandboxResponse {})
 }
 
+/// A pod is ready until it is stopped, or until the init of its shared PID namespace is gone
+/// (then no container can join it any more; the kubelet answers by making the pod anew, as it
+/// does when containerd's pause process dies).
 fn pod_state(pod: &PodRecord) -> i32 {
+    let init_gone = pod.sandbox.pod_init.is_some_and(|init| !init.is_alive());
     match pod.state {
-        PodState::Ready => v1::PodSandboxState::SandboxReady as i32,
-        PodState::NotReady => v1::PodSandboxState::SandboxNotready as i32,
+        PodState::Ready if !init_gone => v1::PodSandboxState::SandboxReady as i32,
+        _ => v1::PodSandboxState::SandboxNotready as i32,
     }
 }
 
@@ -227,35 +231,23 @@ pub async fn create_container(
         )));
     }
     let s = &pod.sandbox;
-    let pod_config = pod.config().map_err(pod_error)?;
-    let pid_mode = pod_config
-        .linux
-        .and_then(|l| l.security_context)
-        .and_then(|s| s.namespace_options)
-        .map(|n| n.pid)
-        .unwrap_or(v1::NamespaceMode::Container as i32);
-    let container_pid_mode = config
+    let container_ns = config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref())
-        .map(|n| n.pid);
-    if container_pid_mode == Some(v1::NamespaceMode::Target as i32) {
-        return Err(Status::unimplemented(
-            "joining another container's PID namespace (TARGET) is not supported yet",
-        ));
-    }
-    if pid_mode == v1::NamespaceMode::Pod as i32 {
-        return Err(Status::unimplemented(
-            "pods that share one PID namespace are not supported yet",
-        ));
-    }
+        .and_then(|s| s.namespace_options.as_ref());
+    let pidns = match container_ns {
+        Some(ns) if ns.pid == v1::NamespaceMode::Target as i32 => {
+            Some(target_pid_namespace(daemon, pod_id, &ns.target_id).await?)
+        }
+        _ => s.pidns.clone(),
+    };
     let view = PodView {
         hostname: s.hostname.clone(),
         netns: s.netns.clone(),
         ipcns: s.ipcns.clone(),
         utsns: s.utsns.clone(),
-        pidns: None,
+        pidns,
         etc_hosts: Some(s.hosts.clone()),
         resolv_conf: Some(s.resolv_conf.clone()),
         hostname_file: Some(s.hostname_file.clone()),
@@ -276,6 +268,34 @@ pub async fn create_container(
     Ok(v1::CreateContainerResponse {
         container_id: record.id,
     })
+}
+
+/// The PID namespace of `target_id`, for a container that asks to join it (NamespaceMode
+/// TARGET, as ephemeral debug containers do). Like containerd, the target must be a running
+/// container of the same pod.
+async fn target_pid_namespace(
+    daemon: &Daemon,
+    pod_id: &str,
+    target_id: &str,
+) -> Result<std::path::PathBuf, Status> {
+    let target = nonempty(target_id, "namespace_options.target_id")?;
+    let record = daemon.containers.load(target).await.map_err(ctr_error)?;
+    if record.sandbox_id != pod_id {
+        return Err(Status::invalid_argument(format!(
+            "target container {target} belongs to pod {}, not to {pod_id}",
+            record.sandbox_id
+        )));
+    }
+    let running = daemon
+        .containers
+        .runtime_container(&record.id)
+        .filter(|c| matches!(c.status(), Ok(peapod_runtime::Status::Running)));
+    match running {
+        Some(c) => Ok(format!("/proc/{}/ns/pid", c.pid()).into()),
+        None => Err(Status::failed_precondition(format!(
+            "target container {target} is not running"
+        ))),
+    }
 }
 
 pub async fn start_container(

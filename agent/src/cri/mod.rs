@@ -3,6 +3,8 @@
 pub mod errors;
 pub mod image;
 pub mod lifecycle;
+pub mod metrics;
+pub mod podresources;
 pub mod runtime;
 pub mod stats;
 

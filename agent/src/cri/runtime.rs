@@ -1,5 +1,7 @@
 //! The CRI RuntimeService: runtime identity, health and settings here; each RPC on pods
-//! and containers hands over to [`lifecycle`], the usage RPCs to [`stats`].
+//! and containers hands over to [`lifecycle`], the usage RPCs to [`stats`] and [`metrics`],
+//! pod resizing to [`podresources`]. The chunked Stream* variants of the list RPCs send what
+//! the List* RPCs answer, split into messages of bounded size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use peapod_cri_proto::v1::{self, runtime_service_server::RuntimeService};
 use tonic::{Request, Response, Status};
 
-use crate::cri::{lifecycle, stats};
+use crate::cri::{lifecycle, metrics, podresources, stats};
 use crate::daemon::Daemon;
 use crate::network::{self, CniStatus};
 
@@ -65,15 +67,57 @@ impl RuntimeApi {
     }
 }
 
-/// The answer for RPCs that are not built yet.
-fn not_yet<T>(rpc: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!(
-        "{rpc} is not implemented yet"
-    )))
+impl RuntimeApi {
+    /// The streaming server, which peapodd starts right after the daemon.
+    fn streaming(&self) -> Result<&crate::streaming::Streaming, Status> {
+        self.daemon
+            .streaming
+            .get()
+            .ok_or_else(|| Status::unavailable("the streaming server is not running"))
+    }
 }
 
-/// The stream type of streaming RPCs that are not built yet.
-type Nothing<T> = tokio_stream::Empty<Result<T, Status>>;
+/// The most one message of a Stream* RPC carries, encoded: far below the 4 MiB a tonic
+/// client accepts by default and the kubelet's 16 MiB, yet thousands of small items.
+const STREAM_CHUNK_BYTES: usize = 1 << 20;
+
+/// The answer of a Stream* RPC: its messages, computed up front.
+type Chunks<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, Status>>>;
+
+/// `items` split, in order, into runs whose encoded size stays within `budget`; an item
+/// larger than the budget travels alone. No items, no runs (the stream just ends).
+fn chunks<T: prost::Message>(items: Vec<T>, budget: usize) -> Vec<Vec<T>> {
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let mut run_size = 0;
+    for item in items {
+        // In a repeated field an item costs a tag byte and a length prefix besides itself.
+        let len = item.encoded_len();
+        let cost = 1 + prost::length_delimiter_len(len) + len;
+        if !run.is_empty() && run_size + cost > budget {
+            runs.push(std::mem::take(&mut run));
+            run_size = 0;
+        }
+        run_size += cost;
+        run.push(item);
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
+/// The stream of messages `wrap` makes of `items`, chunk by chunk.
+fn stream_of<T: prost::Message, M>(
+    items: Vec<T>,
+    wrap: impl Fn(Vec<T>) -> M,
+) -> Response<Chunks<M>> {
+    let messages: Vec<_> = chunks(items, STREAM_CHUNK_BYTES)
+        .into_iter()
+        .map(|run| Ok(wrap(run)))
+        .collect();
+    Response::new(tokio_stream::iter(messages))
+}
 
 #[tonic::async_trait]
 impl RuntimeService for RuntimeApi {
@@ -289,23 +333,32 @@ impl RuntimeService for RuntimeApi {
 
     async fn exec(
         &self,
-        _request: Request<v1::ExecRequest>,
+        request: Request<v1::ExecRequest>,
     ) -> Result<Response<v1::ExecResponse>, Status> {
-        not_yet("Exec")
+        self.streaming()?
+            .exec(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn attach(
         &self,
-        _request: Request<v1::AttachRequest>,
+        request: Request<v1::AttachRequest>,
     ) -> Result<Response<v1::AttachResponse>, Status> {
-        not_yet("Attach")
+        self.streaming()?
+            .attach(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _request: Request<v1::PortForwardRequest>,
+        request: Request<v1::PortForwardRequest>,
     ) -> Result<Response<v1::PortForwardResponse>, Status> {
-        not_yet("PortForward")
+        self.streaming()?
+            .port_forward(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn container_stats(
@@ -348,64 +401,103 @@ impl RuntimeService for RuntimeApi {
         &self,
         _request: Request<v1::CheckpointContainerRequest>,
     ) -> Result<Response<v1::CheckpointContainerResponse>, Status> {
-        not_yet("CheckpointContainer")
+        // The kubelet reads UNIMPLEMENTED as "this runtime cannot checkpoint", as it does from
+        // runtimes without CRIU.
+        Err(Status::unimplemented(
+            "CheckpointContainer is not supported: peapod has no checkpoint/restore (CRIU) support",
+        ))
     }
 
     async fn list_metric_descriptors(
         &self,
         _request: Request<v1::ListMetricDescriptorsRequest>,
     ) -> Result<Response<v1::ListMetricDescriptorsResponse>, Status> {
-        not_yet("ListMetricDescriptors")
+        Ok(Response::new(v1::ListMetricDescriptorsResponse {
+            descriptors: metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<v1::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<v1::ListPodSandboxMetricsResponse>, Status> {
-        not_yet("ListPodSandboxMetrics")
+        let pod_metrics = metrics::list_pod_sandbox_metrics(&self.daemon).await?;
+        Ok(Response::new(v1::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     async fn update_pod_sandbox_resources(
         &self,
-        _request: Request<v1::UpdatePodSandboxResourcesRequest>,
+        request: Request<v1::UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<v1::UpdatePodSandboxResourcesResponse>, Status> {
-        not_yet("UpdatePodSandboxResources")
+        podresources::update_pod_sandbox_resources(&self.daemon, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
-    type StreamPodSandboxesStream = Nothing<v1::StreamPodSandboxesResponse>;
+    type StreamPodSandboxesStream = Chunks<v1::StreamPodSandboxesResponse>;
 
     async fn stream_pod_sandboxes(
         &self,
-        _request: Request<v1::StreamPodSandboxesRequest>,
+        request: Request<v1::StreamPodSandboxesRequest>,
     ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
-        not_yet("StreamPodSandboxes")
+        let list = v1::ListPodSandboxRequest {
+            filter: request.into_inner().filter,
+        };
+        let items = lifecycle::list_pod_sandbox(&self.daemon, list).await?.items;
+        Ok(stream_of(items, |pod_sandboxes| {
+            v1::StreamPodSandboxesResponse { pod_sandboxes }
+        }))
     }
 
-    type StreamContainersStream = Nothing<v1::StreamContainersResponse>;
+    type StreamContainersStream = Chunks<v1::StreamContainersResponse>;
 
     async fn stream_containers(
         &self,
-        _request: Request<v1::StreamContainersRequest>,
+        request: Request<v1::StreamContainersRequest>,
     ) -> Result<Response<Self::StreamContainersStream>, Status> {
-        not_yet("StreamContainers")
+        let list = v1::ListContainersRequest {
+            filter: request.into_inner().filter,
+        };
+        let items = lifecycle::list_containers(&self.daemon, list)
+            .await?
+            .containers;
+        Ok(stream_of(items, |containers| {
+            v1::StreamContainersResponse { containers }
+        }))
     }
 
-    type StreamContainerStatsStream = Nothing<v1::StreamContainerStatsResponse>;
+    type StreamContainerStatsStream = Chunks<v1::StreamContainerStatsResponse>;
 
     async fn stream_container_stats(
         &self,
-        _request: Request<v1::StreamContainerStatsRequest>,
+        request: Request<v1::StreamContainerStatsRequest>,
     ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        not_yet("StreamContainerStats")
+        let list = v1::ListContainerStatsRequest {
+            filter: request.into_inner().filter,
+        };
+        let items = stats::list_container_stats(&self.daemon, list).await?.stats;
+        Ok(stream_of(items, |container_stats| {
+            v1::StreamContainerStatsResponse { container_stats }
+        }))
     }
 
-    type StreamPodSandboxStatsStream = Nothing<v1::StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxStatsStream = Chunks<v1::StreamPodSandboxStatsResponse>;
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _request: Request<v1::StreamPodSandboxStatsRequest>,
+        request: Request<v1::StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        not_yet("StreamPodSandboxStats")
+        let list = v1::ListPodSandboxStatsRequest {
+            filter: request.into_inner().filter,
+        };
+        let items = stats::list_pod_sandbox_stats(&self.daemon, list)
+            .await?
+            .stats;
+        Ok(stream_of(items, |pod_sandbox_stats| {
+            v1::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        }))
     }
 
     type GetContainerEventsStream = std::pin::Pin<
@@ -423,12 +515,53 @@ impl RuntimeService for RuntimeApi {
         Ok(Response::new(Box::pin(events)))
     }
 
-    type StreamPodSandboxMetricsStream = Nothing<v1::StreamPodSandboxMetricsResponse>;
+    type StreamPodSandboxMetricsStream = Chunks<v1::StreamPodSandboxMetricsResponse>;
 
     async fn stream_pod_sandbox_metrics(
         &self,
         _request: Request<v1::StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        not_yet("StreamPodSandboxMetrics")
+        let items = metrics::list_pod_sandbox_metrics(&self.daemon).await?;
+        Ok(stream_of(items, |pod_sandbox_metrics| {
+            v1::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(id: &str) -> v1::PodSandbox {
+        v1::PodSandbox {
+            id: id.to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn chunks_keep_order_and_stay_within_the_budget() {
+        let items: Vec<_> = (0..100).map(|n| pod(&format!("pod-{n:03}"))).collect();
+        // pod-NNN encodes to 9 bytes, 11 in the list: 5 of them fit into 60 bytes.
+        let runs = chunks(items.clone(), 60);
+        assert_eq!(runs.len(), 20);
+        assert!(runs.iter().all(|r| r.len() == 5));
+        assert_eq!(runs.concat(), items);
+        for run in &runs {
+            let message = v1::StreamPodSandboxesResponse {
+                pod_sandboxes: run.clone(),
+            };
+            assert!(prost::Message::encoded_len(&message) <= 60);
+        }
+    }
+
+    #[test]
+    fn an_oversized_item_travels_alone_and_nothing_sends_nothing() {
+        let big = pod(&"x".repeat(100));
+        let runs = chunks(vec![pod("a"), big.clone(), pod("b")], 50);
+        assert_eq!(runs, vec![vec![pod("a")], vec![big], vec![pod("b")]]);
+        assert!(chunks(Vec::<v1::PodSandbox>::new(), 50).is_empty());
     }
 }

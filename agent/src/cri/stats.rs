@@ -1,12 +1,63 @@
-//! Resource usage RPCs: container and pod stats from the cgroups, the writable layer and the
-//! pod cgroup's totals.
+//! Resource usage RPCs: container and pod stats from the cgroups, the writable layer, the
+//! pod cgroup's totals and the pod network namespace's interface counters.
 use peapod_cri_proto::v1;
 use tonic::Status;
 
 use crate::containers::ContainerRecord;
 use crate::cri::lifecycle::{ctr_error, labels_match, nonempty, pod_error, pod_metadata};
 use crate::daemon::Daemon;
+use crate::netstats::{self, InterfaceCounters};
 use crate::pods::PodRecord;
+
+/// The interface CNI makes in every pod (peapod asks for this name, as containerd and CRI-O
+/// do): the pod's default interface.
+pub(crate) const DEFAULT_INTERFACE: &str = "eth0";
+
+/// The counters of the pod's interfaces, loopback left out. `None` for a host-network pod
+/// (its traffic is the node's, as with containerd) and when the namespace cannot be read.
+pub(crate) async fn pod_interfaces(pod: &PodRecord) -> Option<Vec<InterfaceCounters>> {
+    let netns = pod.sandbox.netns.clone()?;
+    match tokio::task::spawn_blocking(move || netstats::read_netns(&netns)).await {
+        Ok(Ok(interfaces)) => Some(interfaces.into_iter().filter(|i| i.name != "lo").collect()),
+        Ok(Err(e)) => {
+            tracing::debug!(pod = %pod.id, error = %e, "no network stats for the pod");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(pod = %pod.id, error = %e, "network stats reader failed");
+            None
+        }
+    }
+}
+
+fn interface_usage(i: &InterfaceCounters) -> v1::NetworkInterfaceUsage {
+    let value = |v: u64| Some(v1::UInt64Value { value: v });
+    v1::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: value(i.rx_bytes),
+        rx_errors: value(i.rx_errors),
+        tx_bytes: value(i.tx_bytes),
+        tx_errors: value(i.tx_errors),
+    }
+}
+
+/// The CRI's view of the pod's interfaces: the default one apart, the others in `interfaces`.
+/// A pod whose network is already torn down (only loopback left) has no network usage.
+fn network_usage(interfaces: &[InterfaceCounters], now: i64) -> Option<v1::NetworkUsage> {
+    let default = interfaces
+        .iter()
+        .find(|i| i.name == DEFAULT_INTERFACE)
+        .or_else(|| interfaces.first())?;
+    Some(v1::NetworkUsage {
+        timestamp: now,
+        default_interface: Some(interface_usage(default)),
+        interfaces: interfaces
+            .iter()
+            .filter(|i| i.name != default.name)
+            .map(interface_usage)
+            .collect(),
+    })
+}
 
 async fn stats_of(daemon: &Daemon, record: &ContainerRecord) -> Result<v1::ContainerStats, Status> {
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
@@ -108,6 +159,9 @@ async fn pod_stats_of(daemon: &Daemon, pod: &PodRecord) -> Result<v1::PodSandbox
     {
         containers.push(stats_of(daemon, &record).await?);
     }
+    let network = pod_interfaces(pod)
+        .await
+        .and_then(|interfaces| network_usage(&interfaces, now));
     let value = |v: u64| Some(v1::UInt64Value { value: v });
     Ok(v1::PodSandboxStats {
         attributes: Some(v1::PodSandboxAttributes {
@@ -133,6 +187,7 @@ async fn pod_stats_of(daemon: &Daemon, pod: &PodRecord) -> Result<v1::PodSandbox
                 timestamp: now,
                 process_count: value(*n),
             }),
+            network,
             containers,
             ..Default::default()
         }),
@@ -166,4 +221,42 @@ pub async fn list_pod_sandbox_stats(
         stats.push(pod_stats_of(daemon, &pod).await?);
     }
     Ok(v1::ListPodSandboxStatsResponse { stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interface(name: &str, rx_bytes: u64) -> InterfaceCounters {
+        InterfaceCounters {
+            name: name.into(),
+            rx_bytes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn eth0_is_the_default_and_the_others_are_listed() {
+        let usage = network_usage(&[interface("net1", 1), interface("eth0", 2)], 7).unwrap();
+        assert_eq!(usage.timestamp, 7);
+        let default = usage.default_interface.unwrap();
+        assert_eq!(
+            (default.name.as_str(), default.rx_bytes),
+            ("eth0", Some(v1::UInt64Value { value: 2 }))
+        );
+        let others: Vec<_> = usage.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(others, ["net1"]);
+    }
+
+    #[test]
+    fn without_eth0_the_first_interface_is_the_default() {
+        let usage = network_usage(&[interface("net1", 1)], 7).unwrap();
+        assert_eq!(usage.default_interface.unwrap().name, "net1");
+        assert!(usage.interfaces.is_empty());
+    }
+
+    #[test]
+    fn no_interfaces_no_network_usage() {
+        assert_eq!(network_usage(&[], 7), None);
+    }
 }

@@ -3,7 +3,8 @@
 //! A sandbox is what the containers of a pod share: network, IPC and UTS namespaces kept
 //! alive by bind-mounting their nsfs files under the pod's state directory, a pod cgroup,
 //! a private /dev/shm and the pod's hosts, resolv.conf and hostname files. No process
-//! runs for it.
+//! runs for it, except in pods whose containers share one PID namespace: that namespace
+//! needs a PID 1 (see [`pid`]).
 //!
 //! [`create`] is a sequence of steps, each with its undo: when a step fails, the steps
 //! already done are undone in reverse order (see [`rollback`]), so a failed sandbox leaves
@@ -17,6 +18,7 @@
 //! Layout of a pod's directory (`<pods_dir>/<id>/`):
 //! ```text
 //! ns/net  ns/ipc  ns/uts     pinned namespaces (absent when shared with the host)
+//! ns/pid                     the pod's PID namespace, only for pods that share one
 //! shm/                       tmpfs for the containers' /dev/shm (absent with host IPC)
 //! hosts  resolv.conf  hostname
 //! ```
@@ -25,6 +27,7 @@ mod cgroup;
 pub mod cni;
 mod files;
 mod namespaces;
+mod pid;
 mod rollback;
 mod shm;
 mod sysctls;
@@ -38,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cni::{Cni, CniError, CniResult, DefaultNetwork, PortMapping, Protocol};
 pub use peapod_runtime::cgroups::CgroupError;
+pub use pid::PodInit;
 
 use rollback::Rollback;
 
@@ -65,6 +69,9 @@ pub struct SandboxSpec {
     /// The pod cgroup (cgroupfs driver), e.g. "/kubepods/besteffort/pod<uid>"; empty
     /// means "/peapod/<id>".
     pub cgroup_parent: String,
+    /// Give the pod one PID namespace for all its containers, whose PID 1 is this program
+    /// (peapod-pod-init); `None` leaves each container its own.
+    pub pod_init: Option<PathBuf>,
 }
 
 /// The CRI's DNSConfig.
@@ -89,6 +96,11 @@ pub struct Sandbox {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pod's shared PID namespace and its init; `None` when the containers have their own.
+    #[serde(default)]
+    pub pidns: Option<PathBuf>,
+    #[serde(default)]
+    pub pod_init: Option<PodInit>,
     /// The pod cgroup (cgroupfs path), the parent of the containers' cgroups.
     pub cgroup_path: String,
     /// Whether `create` made the pod cgroup (and `remove` deletes it). A cgroup the
@@ -116,6 +128,7 @@ impl Sandbox {
         sandbox.netns = (!spec.host_network).then(|| ns.join("net"));
         sandbox.ipcns = (!spec.host_ipc).then(|| ns.join("ipc"));
         sandbox.utsns = (!spec.host_network).then(|| ns.join("uts"));
+        sandbox.pidns = spec.pod_init.is_some().then(|| pid::pin_path(&ns));
         sandbox.cgroup_owned = spec.cgroup_parent.is_empty();
         sandbox.shm = (!spec.host_ipc).then(|| dir.join("shm"));
         sandbox
@@ -130,6 +143,8 @@ impl Sandbox {
             netns: None,
             ipcns: None,
             utsns: None,
+            pidns: None,
+            pod_init: None,
             cgroup_path: cgroup::path_for(spec),
             cgroup_owned: false,
             ips: Vec::new(),
@@ -171,6 +186,8 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    #[error("the pod init {program} {what}")]
+    PodInit { program: PathBuf, what: String },
     #[error("the namespace thread panicked")]
     NamespaceThread,
     #[error("pod cgroup: {0}")]
@@ -236,6 +253,22 @@ pub fn create(spec: &SandboxSpec, cni: &Cni, pods_dir: &Path) -> Result<Sandbox,
         rollback.push("delete the pod cgroup", move || cgroup::delete(&path));
     }
 
+    if let Some(program) = &spec.pod_init {
+        let join = pid::Join {
+            net: sandbox.netns.as_deref(),
+            ipc: sandbox.ipcns.as_deref(),
+            uts: sandbox.utsns.as_deref(),
+        };
+        let pin = pid::pin_path(&dir.join("ns"));
+        let init = pid::start(program, &join, &sandbox.cgroup_path, &pin)?;
+        sandbox.pidns = Some(pin.clone());
+        sandbox.pod_init = Some(init);
+        rollback.push("stop the pod init", move || {
+            pid::stop(&init);
+            namespaces::unpin(&pin)
+        });
+    }
+
     if !spec.host_ipc {
         let shm = dir.join("shm");
         shm::mount(&shm)?;
@@ -269,10 +302,14 @@ pub fn create(spec: &SandboxSpec, cni: &Cni, pods_dir: &Path) -> Result<Sandbox,
     Ok(sandbox)
 }
 
-/// Releases the sandbox's network (CNI DEL, with the configuration and result cached at
-/// ADD). Idempotent: a sandbox whose network is already released, or never had one, is
-/// fine. The namespaces stay until [`remove`].
+/// Ends the pod init, if the pod has one (and with it anything left in the pod's PID
+/// namespace), and releases the sandbox's network (CNI DEL, with the configuration and
+/// result cached at ADD). Idempotent: a sandbox whose network is already released, or
+/// never had one, is fine. The namespaces stay until [`remove`].
 pub fn stop(sandbox: &Sandbox, cni: &Cni) -> Result<(), SandboxError> {
+    if let Some(init) = &sandbox.pod_init {
+        pid::stop(init);
+    }
     if sandbox.netns.is_some() {
         cni.del(&sandbox.id)?;
     }
@@ -293,6 +330,9 @@ pub fn remove(sandbox: &Sandbox) -> Result<(), SandboxError> {
         uts: sandbox.utsns.clone(),
     }
     .unpin()?;
+    if let Some(pidns) = &sandbox.pidns {
+        namespaces::unpin(pidns)?;
+    }
     if sandbox.cgroup_owned {
         cgroup::delete(&sandbox.cgroup_path)?;
     }

@@ -144,24 +144,37 @@ fn in_new_namespaces(
         sysctl.write()?;
     }
     for (name, target) in targets {
-        let source = self_ns.join(name);
-        mount(
-            Some(&source),
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| SandboxError::Sys {
-            what: "bind-mounting the namespace onto",
-            path: target.clone(),
-            source,
-        })?;
+        bind(&self_ns.join(name), target)?;
     }
     Ok(())
 }
 
-fn unpin(path: &Path) -> Result<(), SandboxError> {
+/// Pins the namespace of the nsfs file `source` at `target` (an existing file).
+fn bind(source: &Path, target: &Path) -> Result<(), SandboxError> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|source| SandboxError::Sys {
+        what: "bind-mounting the namespace onto",
+        path: target.to_path_buf(),
+        source,
+    })
+}
+
+/// Pins the `kind` namespace of process `pid` (e.g. "pid") by bind-mounting its nsfs file
+/// onto `target`. On error nothing is left at `target`.
+pub(super) fn pin_process_ns(pid: i32, kind: &str, target: &Path) -> Result<(), SandboxError> {
+    fs::File::create(target).map_err(SandboxError::io("creating", target))?;
+    bind(Path::new(&format!("/proc/{pid}/ns/{kind}")), target).inspect_err(|_| {
+        let _ = fs::remove_file(target);
+    })
+}
+
+pub(super) fn unpin(path: &Path) -> Result<(), SandboxError> {
     // MNT_DETACH: a container that is just joining may hold the file open.
     match umount2(path, MntFlags::MNT_DETACH) {
         // EINVAL: not a mount point (never mounted, or unmounted before).

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use peapod_cri_proto::v1;
 use peapod_cri_proto::v1::image_service_client::ImageServiceClient;
 use peapod_cri_proto::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
@@ -363,4 +364,126 @@ fn unique_suffix() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A CNI network of the test's own, written into `<root>/cni` (the conf dir the harness gives
+/// peapodd): a bridge, the subnet 10.198.<octet>.0/24, leases under `<root>/ipam`. Each test
+/// takes an octet no other test uses, so tests run side by side. Dropping it deletes the bridge
+/// (the bridge plugin makes bridges and never deletes them).
+pub struct PrivateNetwork {
+    pub bridge: String,
+    pub subnet_prefix: String,
+}
+
+impl PrivateNetwork {
+    pub fn new(root: &Path, octet: u8) -> PrivateNetwork {
+        let bridge = format!("ppt{}x{octet}", std::process::id() % 100_000);
+        let cni = peapod_agent::sandbox::Cni::new(
+            root.join("cni"),
+            vec!["/usr/lib/cni".into()],
+            root.join("cni-cache"),
+        );
+        cni.ensure_default_config(&peapod_agent::sandbox::DefaultNetwork {
+            name: format!("test-{bridge}"),
+            bridge: bridge.clone(),
+            subnet: format!("10.198.{octet}.0/24"),
+            ipam_data_dir: Some(root.join("ipam")),
+            file_name: "10-test.conflist".into(),
+        })
+        .unwrap();
+        PrivateNetwork {
+            bridge,
+            subnet_prefix: format!("10.198.{octet}."),
+        }
+    }
+
+    /// The network's name, which CNI writes into the comments of its iptables rules.
+    pub fn name(&self) -> String {
+        format!("test-{}", self.bridge)
+    }
+}
+
+impl Drop for PrivateNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Peapodd {
+    /// Pulls `image` through the CRI.
+    pub async fn pull(&self, image: &str) {
+        self.images()
+            .await
+            .pull_image(v1::PullImageRequest {
+                image: Some(v1::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// A pod as the kubelet sends it for a pod without hostNetwork or shareProcessNamespace.
+pub fn pod_config(name: &str, logs: &std::path::Path) -> v1::PodSandboxConfig {
+    v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web".into(),
+        log_directory: logs.display().to_string(),
+        // What the kubelet sends for a pod without shareProcessNamespace.
+        linux: Some(v1::LinuxPodSandboxConfig {
+            security_context: Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(v1::NamespaceOption {
+                    pid: v1::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pod on the host's network (no CNI needed), with the kubelet's usual private PID namespaces.
+pub fn host_network_pod(name: &str, logs: &std::path::Path) -> v1::PodSandboxConfig {
+    let mut config = pod_config(name, logs);
+    config.linux = Some(v1::LinuxPodSandboxConfig {
+        security_context: Some(v1::LinuxSandboxSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                network: v1::NamespaceMode::Node as i32,
+                pid: v1::NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+pub fn container(name: &str, image: &str, command: &[&str]) -> v1::ContainerConfig {
+    v1::ContainerConfig {
+        metadata: Some(v1::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(v1::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
 }

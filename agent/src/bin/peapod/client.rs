@@ -4,14 +4,17 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
+use peapod_agent::extension::proto::images_client::ImagesClient;
 use peapod_cri_proto::v1::image_service_client::ImageServiceClient;
 use peapod_cri_proto::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-/// Both CRI services, over one connection.
+/// Both CRI services and peapod's own API, over one connection.
 pub struct Cri {
     pub runtime: RuntimeServiceClient<Channel>,
     pub images: ImageServiceClient<Channel>,
+    /// `peapod.v1.Images` (import): only peapodd serves it, other CRI runtimes answer UNIMPLEMENTED.
+    pub peapod: ImagesClient<Channel>,
 }
 
 impl Cri {
@@ -27,7 +30,8 @@ impl Cri {
         })?;
         Ok(Cri {
             runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
+            images: ImageServiceClient::new(channel.clone()),
+            peapod: ImagesClient::new(channel),
         })
     }
 }

@@ -9,13 +9,15 @@ mod client;
 mod commands;
 mod output;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use client::Cri;
+use commands::stats::{self, Selection};
 use commands::workloads::{self, Action};
-use commands::{images, runtime};
+use commands::{images, import, runtime};
 use output::Format;
 
 #[derive(Debug, Parser)]
@@ -25,7 +27,7 @@ use output::Format;
     about = "Talk to a CRI runtime such as peapodd"
 )]
 struct Cli {
-    /// CRI endpoint of the runtime
+    /// CRI endpoint of the runtime: unix:///path/to.sock or just /path/to.sock
     #[arg(
         long,
         global = true,
@@ -63,6 +65,17 @@ enum Command {
         /// Registry credentials
         #[arg(long, value_name = "USER:PASSWORD")]
         creds: Option<String>,
+    },
+    /// Import images from an OCI layout (directory or tar) or a `docker save` tar
+    Import {
+        /// The archive or layout directory; it is streamed to the daemon, which needs no
+        /// access to it
+        file: PathBuf,
+        /// Repository for images the layout names by tag only (ref.name `v1` → REPO:v1)
+        #[arg(long, value_name = "REPO")]
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
     },
     /// Remove images (by reference, ID or unique ID prefix)
     Rmi {
@@ -118,6 +131,22 @@ enum Command {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Show resource usage of running containers (-a: all), or of pods with --pods
+    Stats {
+        /// Containers (or pods, with --pods) by unique ID prefix; default: all running ones
+        ids: Vec<String>,
+        /// Stopped containers (or pods) too
+        #[arg(short, long)]
+        all: bool,
+        /// Only containers of this pod (unique ID prefix)
+        #[arg(long, value_name = "POD", conflicts_with = "pods")]
+        pod: Option<String>,
+        /// Pod sandboxes instead of containers (crictl statsp)
+        #[arg(short, long)]
+        pods: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Stop containers
     Stop {
         #[arg(required = true)]
@@ -155,6 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
         } => images::images(cri, image.as_deref(), quiet, output).await,
         Command::Pull { image, creds } => images::pull(cri, &image, creds.as_deref()).await,
+        Command::Import { file, name, output } => {
+            import::import(cri, &file, name.as_deref(), output).await
+        }
         Command::Rmi { images } => images::rmi(cri, &images).await,
         Command::Inspecti { image, output } => images::inspecti(cri, &image, output).await,
         Command::Pods { output } => workloads::pods(cri, output).await,
@@ -177,6 +209,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(code.clamp(0, 255));
             }
             Ok(())
+        }
+        Command::Stats {
+            ids,
+            all,
+            pod,
+            pods,
+            output,
+        } => {
+            let selection = Selection {
+                all,
+                pod: pod.as_deref(),
+                ids: &ids,
+            };
+            if pods {
+                stats::pods(cri, selection, output).await
+            } else {
+                stats::containers(cri, selection, output).await
+            }
         }
         Command::Stop {
             containers,

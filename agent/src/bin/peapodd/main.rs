@@ -12,6 +12,7 @@ use clap::Parser;
 use peapod_agent::config::{Config, DEFAULT_CONFIG_FILE};
 use peapod_agent::daemon::Daemon;
 use peapod_agent::server;
+use peapod_agent::streaming::Streaming;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
@@ -52,6 +53,10 @@ struct Args {
     /// anyway [default: 10]
     #[arg(long, value_name = "SECONDS")]
     shutdown_grace_seconds: Option<u64>,
+    /// Address of the streaming server for exec, attach and port-forward
+    /// [default: 127.0.0.1:0, a free port on loopback]
+    #[arg(long, value_name = "ADDR:PORT")]
+    stream_address: Option<std::net::SocketAddr>,
 }
 
 impl Args {
@@ -84,6 +89,9 @@ impl Args {
         }
         if let Some(seconds) = self.shutdown_grace_seconds {
             config.shutdown_grace_seconds = seconds;
+        }
+        if let Some(address) = self.stream_address {
+            config.stream_address = address;
         }
         if self.no_default_cni_network {
             config.default_cni_network = false;
@@ -123,7 +131,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let daemon = Daemon::open(config).context("starting peapodd")?;
     let daemon = Arc::new(daemon);
+    // The daemon owns the streaming server, which holds only a weak reference back to it.
+    let streaming = Streaming::start(daemon.config.stream_address, Arc::downgrade(&daemon))
+        .context("starting the streaming server")?;
+    tracing::info!(address = %streaming.address(), "streaming server listening");
+    let _ = daemon.streaming.set(streaming);
     peapod_agent::cri::lifecycle::rearm_watchers(daemon.clone()).await;
+    // Plugins run per pod: in the background, so that serving does not wait for them.
+    let checking = daemon.clone();
+    tokio::spawn(async move { checking.pods.check_networks().await });
     tracing::info!(
         root = %daemon.config.root.display(),
         state = %daemon.config.state.display(),

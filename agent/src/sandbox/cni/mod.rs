@@ -162,7 +162,7 @@ impl Cni {
 
     /// The network pods get now.
     pub fn network(&self) -> Result<NetworkList, CniError> {
-        config::load(&self.conf_dir)
+        load_network(&self.conf_dir)
     }
 
     /// Ok when pods can be networked: a config exists and all its plugins are installed.
@@ -227,7 +227,33 @@ impl Cni {
 
     fn add_all(&self, entry: &mut cache::Entry) -> Result<CniResult, CniError> {
         let loopback = loopback_network(&entry.network.cni_version);
-        self.run_plugin(&loopback, &loopback.plugins[0], "ADD", entry, "lo", None)?;
+        // `lo` and the pod's interface are independent: loopback's ADD runs beside the
+        // network's chain instead of before it (each plugin is a process start of its own;
+        // this takes one off the pod's start-up time).
+        let (lo, chain) = std::thread::scope(|scope| {
+            let entry: &cache::Entry = entry;
+            let lo = scope.spawn(|| {
+                self.run_plugin(&loopback, &loopback.plugins[0], "ADD", entry, "lo", None)
+            });
+            let chain = self.add_chain(entry);
+            let lo = lo.join().unwrap_or_else(|_| {
+                Err(CniError::InvalidResult {
+                    reason: "the loopback ADD thread panicked".into(),
+                    result: String::new(),
+                })
+            });
+            (lo, chain)
+        });
+        lo?;
+        let raw = chain?;
+        entry.result = Some(raw.clone());
+        cache::store(&self.cache_dir, entry)?;
+        CniResult::parse(raw)
+    }
+
+    /// ADD through the network's plugins in order, each given the previous one's result;
+    /// the last result.
+    fn add_chain(&self, entry: &cache::Entry) -> Result<Value, CniError> {
         let mut previous: Option<Value> = None;
         for plugin in &entry.network.plugins {
             let output = self.run_plugin(
@@ -245,10 +271,7 @@ impl Cni {
                 })?;
             previous = Some(value);
         }
-        let raw = previous.unwrap_or_else(|| json!({}));
-        entry.result = Some(raw.clone());
-        cache::store(&self.cache_dir, entry)?;
-        CniResult::parse(raw)
+        Ok(previous.unwrap_or_else(|| json!({})))
     }
 
     /// Detaches the pod from the network, with what ADD used. Idempotent: without a
@@ -319,8 +342,7 @@ impl Cni {
     }
 
     fn binaries(&self, network: &NetworkList) -> Result<Vec<PathBuf>, CniError> {
-        std::iter::once(LOOPBACK_PLUGIN)
-            .chain(network.plugins.iter().map(NetworkList::plugin_type))
+        plugins_needed(network)
             .map(|plugin| exec::find_plugin(plugin, &self.bin_dirs))
             .collect()
     }
@@ -350,6 +372,25 @@ impl Cni {
         };
         exec::run(&binary, &invocation, &config)
     }
+}
+
+/// The network of `conf_dir`: its first config file that parses (as libcni picks it).
+pub fn load_network(conf_dir: &Path) -> Result<NetworkList, CniError> {
+    config::load(conf_dir)
+}
+
+/// Every plugin binary attaching a pod to `network` runs: loopback (for the pod's `lo`)
+/// and the network's chain.
+pub fn plugins_needed(network: &NetworkList) -> impl Iterator<Item = &str> {
+    std::iter::once(LOOPBACK_PLUGIN).chain(network.plugins.iter().map(NetworkList::plugin_type))
+}
+
+/// The plugins of [`plugins_needed`] that no directory of `bin_dirs` has as an executable.
+pub fn missing_plugins(network: &NetworkList, bin_dirs: &[PathBuf]) -> Vec<String> {
+    plugins_needed(network)
+        .filter(|plugin| exec::find_plugin(plugin, bin_dirs).is_err())
+        .map(str::to_string)
+        .collect()
 }
 
 /// What a plugin reads on stdin: its own configuration plus the network's name and

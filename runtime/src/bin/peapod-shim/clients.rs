@@ -10,6 +10,8 @@ use std::os::unix::net::UnixStream;
 use nix::poll::PollFlags;
 use peapod_runtime::shim_protocol::{Request, Response};
 
+use crate::sessions::Handover;
+
 /// The longest request line accepted (an exec's process with a large environment fits).
 const MAX_REQUEST: usize = 1024 * 1024;
 
@@ -22,6 +24,8 @@ pub struct Client {
     pub busy: bool,
     read_closed: bool,
     broken: bool,
+    /// The connection now belongs to a session (`hand_over`).
+    handed_over: bool,
 }
 
 impl Client {
@@ -35,6 +39,7 @@ impl Client {
             busy: false,
             read_closed: false,
             broken: false,
+            handed_over: false,
         })
     }
 
@@ -45,6 +50,9 @@ impl Client {
     /// What to poll for. Hang-ups are always reported, even for an empty set.
     pub fn interest(&self) -> PollFlags {
         let mut flags = PollFlags::empty();
+        if self.handed_over {
+            return flags;
+        }
         if !self.read_closed && !self.busy && self.outbuf.is_empty() && !self.has_line() {
             flags |= PollFlags::POLLIN;
         }
@@ -55,6 +63,9 @@ impl Client {
     }
 
     pub fn on_event(&mut self, revents: PollFlags, buf: &mut [u8]) {
+        if self.handed_over {
+            return;
+        }
         if revents.contains(PollFlags::POLLIN) {
             self.read(buf);
         } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
@@ -91,7 +102,7 @@ impl Client {
     /// The next request to handle, unless one is still in progress. A line that is not a valid
     /// request comes back as the error to answer with.
     pub fn next_request(&mut self) -> Option<Result<Request, String>> {
-        if self.busy || self.broken {
+        if self.busy || self.broken || self.handed_over {
             return None;
         }
         let end = self.inbuf.iter().position(|b| *b == b'\n')?;
@@ -140,9 +151,23 @@ impl Client {
         }
     }
 
+    /// Give the connection to a session (after its `ok` response): the socket, what arrived
+    /// after the request line, and what is still unsent of the response. This client is then
+    /// finished; its own descriptor closes with it, the session's copy keeps the connection.
+    pub fn hand_over(&mut self) -> std::io::Result<Handover> {
+        let stream = self.stream.try_clone()?;
+        self.handed_over = true;
+        Ok(Handover {
+            stream,
+            received: std::mem::take(&mut self.inbuf),
+            unsent: std::mem::take(&mut self.outbuf),
+        })
+    }
+
     /// Nothing more will happen on this connection.
     pub fn finished(&self) -> bool {
         self.broken
+            || self.handed_over
             || (self.read_closed && !self.busy && self.outbuf.is_empty() && !self.has_line())
     }
 }

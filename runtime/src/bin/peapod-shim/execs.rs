@@ -54,51 +54,12 @@ impl ExecJob {
         client: u64,
     ) -> Result<ExecJob> {
         process.set_terminal(Some(tty));
-        let (captures, pid) = if tty {
-            let console = ConsoleSocket::bind()?;
-            let opts = ExecOptions {
-                console_socket: Some(console.path()),
-                ..Default::default()
-            };
-            let pid = container.exec(&process, opts)?;
-            let master = console.receive().and_then(|fd| {
-                nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                    .context("configuring the terminal")?;
-                Ok(fd)
-            });
-            match master {
-                Ok(master) => ([Capture::new(master), Capture::default()], pid),
-                Err(e) => {
-                    // Nobody would read its terminal: do not leave it running. The reaper
-                    // collects it.
-                    let _ = kill(pid, Signal::SIGKILL);
-                    return Err(e);
-                }
-            }
-        } else {
-            let (out_read, out_write) = nonblocking_pipe()?;
-            let (err_read, err_write) = nonblocking_pipe()?;
-            let null: OwnedFd = std::fs::File::open("/dev/null")
-                .context("opening /dev/null")?
-                .into();
-            let stdio = Stdio {
-                stdin: Some(null),
-                stdout: Some(out_write),
-                stderr: Some(err_write),
-            };
-            let pid = container.exec(
-                &process,
-                ExecOptions {
-                    stdio,
-                    ..Default::default()
-                },
-            )?;
-            ([Capture::new(out_read), Capture::new(err_read)], pid)
-        };
+        let spawned = spawn(container, &process, false)?;
+        let [stdout, stderr] = spawned.output;
         Ok(ExecJob {
             client,
-            pid,
-            captures,
+            pid: spawned.pid,
+            captures: [Capture::from(stdout), Capture::from(stderr)],
             truncated: false,
             deadline: timeout.map(|t| Instant::now() + t),
             timed_out: false,
@@ -185,19 +146,124 @@ impl ExecJob {
     }
 }
 
-impl Capture {
-    fn new(fd: OwnedFd) -> Capture {
+impl From<Option<OwnedFd>> for Capture {
+    fn from(fd: Option<OwnedFd>) -> Capture {
         Capture {
-            fd: Some(fd),
+            fd,
             data: Vec::new(),
         }
     }
 }
 
-fn nonblocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
+/// A process started in the container, with the shim's (non-blocking) ends of its stdio.
+pub struct Spawned {
+    pub pid: Pid,
+    /// Where its stdin is written: a pipe, or the terminal's master side. `None` when it reads
+    /// /dev/null.
+    pub stdin: Option<OwnedFd>,
+    /// Its stdout (or the terminal's master side), then its stderr (`None` with a terminal).
+    pub output: [Option<OwnedFd>; 2],
+    /// The terminal's master side, for resizing.
+    pub terminal: Option<OwnedFd>,
+}
+
+/// Start `process` in the container as a child of the shim, with a terminal when
+/// `process.terminal` says so, and a stdin the shim writes when `stdin` (else /dev/null). Both
+/// ExecSync's `exec` and interactive exec sessions go through here.
+pub fn spawn(container: &Container, process: &Process, stdin: bool) -> Result<Spawned> {
+    if process.terminal().unwrap_or(false) {
+        spawn_with_terminal(container, process, stdin)
+    } else {
+        spawn_with_pipes(container, process, stdin)
+    }
+}
+
+fn spawn_with_terminal(container: &Container, process: &Process, stdin: bool) -> Result<Spawned> {
+    let console = ConsoleSocket::bind()?;
+    let opts = ExecOptions {
+        console_socket: Some(console.path()),
+        ..Default::default()
+    };
+    let pid = container.exec(process, opts)?;
+    // Input, output and resizing all use the one master side; separate descriptors let each
+    // be closed on its own.
+    let fds = console.receive().and_then(|master| {
+        set_nonblocking(&master)?;
+        let input = match stdin {
+            true => Some(master.try_clone().context("duplicating the terminal")?),
+            false => None,
+        };
+        let resize = master.try_clone().context("duplicating the terminal")?;
+        Ok((master, input, resize))
+    });
+    match fds {
+        Ok((master, stdin, terminal)) => Ok(Spawned {
+            pid,
+            stdin,
+            output: [Some(master), None],
+            terminal: Some(terminal),
+        }),
+        Err(e) => {
+            // Nobody would read its terminal: do not leave it running. The reaper collects it.
+            let _ = kill(pid, Signal::SIGKILL);
+            Err(e)
+        }
+    }
+}
+
+fn spawn_with_pipes(container: &Container, process: &Process, stdin: bool) -> Result<Spawned> {
+    let (out_read, out_write) = pipe(Ours::Read)?;
+    let (err_read, err_write) = pipe(Ours::Read)?;
+    let (stdin_read, stdin_write) = match stdin {
+        true => {
+            let (read, write) = pipe(Ours::Write)?;
+            (read, Some(write))
+        }
+        false => (
+            std::fs::File::open("/dev/null")
+                .context("opening /dev/null")?
+                .into(),
+            None,
+        ),
+    };
+    let stdio = Stdio {
+        stdin: Some(stdin_read),
+        stdout: Some(out_write),
+        stderr: Some(err_write),
+    };
+    let pid = container.exec(
+        process,
+        ExecOptions {
+            stdio,
+            ..Default::default()
+        },
+    )?;
+    Ok(Spawned {
+        pid,
+        stdin: stdin_write,
+        output: [Some(out_read), Some(err_read)],
+        terminal: None,
+    })
+}
+
+/// Which end of a pipe the shim keeps (and makes non-blocking).
+enum Ours {
+    Read,
+    Write,
+}
+
+/// A pipe whose end for the shim is non-blocking; the process gets an ordinary one.
+fn pipe(ours: Ours) -> Result<(OwnedFd, OwnedFd)> {
     let (read, write) = pipe2(OFlag::O_CLOEXEC).context("creating a pipe")?;
-    // Only our end is non-blocking: the process gets an ordinary pipe.
-    nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-        .context("configuring a pipe")?;
+    set_nonblocking(match ours {
+        Ours::Read => &read,
+        Ours::Write => &write,
+    })?;
     Ok((read, write))
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .context("making a descriptor non-blocking")?;
+    Ok(())
 }

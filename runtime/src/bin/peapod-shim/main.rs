@@ -9,6 +9,7 @@ mod detach;
 mod execs;
 mod output;
 mod server;
+mod sessions;
 mod signals;
 mod terminal;
 
@@ -175,6 +176,9 @@ fn setup(cli: &Cli) -> Result<Shim> {
 
     let (stdin, stdin_writer) = if cli.stdin {
         let (read, write) = pipe()?;
+        // Our end only: attached clients' input must never block the event loop.
+        nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .context("configuring the stdin pipe")?;
         (read, Some(write))
     } else {
         (
@@ -229,9 +233,15 @@ fn setup(cli: &Cli) -> Result<Shim> {
     let container = undo.container.insert(container);
     tracing::info!(id = %cli.id, pid = init.as_raw(), "container created");
 
-    let outputs = match &console {
-        Some(console) => vec![output(console.receive()?, Stream::Stdout)?],
-        None => outputs,
+    let (outputs, terminal) = match &console {
+        Some(console) => {
+            let master = console.receive()?;
+            // A second descriptor for input and resizing by attached clients, which stays
+            // usable after the output side has ended.
+            let terminal = master.try_clone().context("duplicating the terminal")?;
+            (vec![output(master, Stream::Stdout)?], Some(terminal))
+        }
+        None => (outputs, None),
     };
     let log = Log::new(LogFile::open(&cli.log_path)?);
     if cli.start {
@@ -254,8 +264,10 @@ fn setup(cli: &Cli) -> Result<Shim> {
         listener,
         log,
         outputs,
-        _stdin: stdin_writer,
+        stdin: stdin_writer,
+        terminal,
         clients: Vec::new(),
+        sessions: Vec::new(),
         next_client: 0,
         execs: Vec::new(),
         reaped: None,

@@ -36,8 +36,14 @@ impl Output {
         self.fd.as_fd()
     }
 
-    /// Copy what is available (one buffer's worth, so that other work gets its turn) to the log.
-    pub fn pump(&mut self, log: &mut Log, buf: &mut [u8]) -> Flow {
+    /// Copy what is available (one buffer's worth, so that other work gets its turn) to the log,
+    /// and hand the same bytes to `tee` (the attached clients).
+    pub fn pump(
+        &mut self,
+        log: &mut Log,
+        buf: &mut [u8],
+        tee: &mut impl FnMut(Stream, &[u8]),
+    ) -> Flow {
         match nix::unistd::read(&self.fd, buf) {
             Ok(0) | Err(Errno::EIO) => {
                 // EIO: a terminal whose last holder of the other side closed it.
@@ -46,6 +52,7 @@ impl Output {
                 Flow::Ended
             }
             Ok(n) => {
+                tee(self.lines.stream(), &buf[..n]);
                 self.lines.push(&buf[..n], &mut |stream, tag, text| {
                     log.write(stream, tag, text)
                 });

@@ -1,5 +1,5 @@
 //! The shim's event loop: one thread, one poll(2) over the signal pipe, the control socket, its
-//! clients, the container's output and the output of running execs.
+//! clients, the container's output, the output of running execs and interactive sessions.
 //!
 //! Nothing in the loop waits for anything but poll, except the runtime library's own short,
 //! bounded steps (start, exec's handshake); that is what keeps a hung client, a chatty container
@@ -22,6 +22,7 @@ use peapod_runtime::{signal, Container, Status};
 use crate::clients::Client;
 use crate::execs::{Ending, ExecJob};
 use crate::output::{Flow, Log, Output, READ_SIZE};
+use crate::sessions::{duplicate, Part, Pending, Session};
 use crate::signals::Signals;
 
 /// After the init exited, how long its output may still take to reach the log before the exit
@@ -48,9 +49,14 @@ pub struct Shim {
     pub log: Log,
     pub outputs: Vec<Output>,
     /// The writing end of the container's stdin pipe, held so that the container does not see
-    /// end-of-file (`--stdin`).
-    pub _stdin: Option<OwnedFd>,
+    /// end-of-file (`--stdin`), and written by attached clients. Non-blocking.
+    pub stdin: Option<OwnedFd>,
+    /// The master side of the container's terminal, if it has one: attached clients resize it
+    /// (and write to it, since the terminal is the container's stdin).
+    pub terminal: Option<OwnedFd>,
     pub clients: Vec<Client>,
+    /// Connections that became interactive sessions.
+    pub sessions: Vec<Session>,
     pub next_client: u64,
     pub execs: Vec<ExecJob>,
     /// The init was reaped; its exit is published once its output has drained.
@@ -67,6 +73,8 @@ pub struct Shim {
 enum Reply {
     Now(Response),
     Later,
+    /// Answer `ok`, then hand the connection over to a session.
+    Session(Pending),
 }
 
 /// What a poll result refers to.
@@ -77,6 +85,7 @@ enum Source {
     Output(usize),
     Client(usize),
     Exec(usize, usize),
+    Session(usize, Part),
 }
 
 impl Shim {
@@ -124,6 +133,11 @@ impl Shim {
                 watched.push((Source::Exec(j, k), fd, PollFlags::POLLIN));
             }
         }
+        for (j, session) in self.sessions.iter().enumerate() {
+            for (part, fd, flags) in session.watch() {
+                watched.push((Source::Session(j, part), fd, flags));
+            }
+        }
         let mut fds: Vec<PollFd<'_>> = watched
             .iter()
             .map(|(_, fd, flags)| PollFd::new(*fd, *flags))
@@ -148,6 +162,7 @@ impl Shim {
             .execs
             .iter()
             .filter_map(ExecJob::next_deadline)
+            .chain(self.sessions.iter().filter_map(Session::next_deadline))
             .collect();
         if let Some((_, at)) = &self.reaped {
             deadlines.push(*at + OUTPUT_GRACE);
@@ -179,7 +194,13 @@ impl Shim {
             Source::Listener => self.accept(),
             Source::Output(i) => {
                 if let Some(output) = self.outputs.get_mut(i) {
-                    if output.pump(&mut self.log, buf) == Flow::Ended {
+                    let sessions = &mut self.sessions;
+                    let mut tee = |stream, data: &[u8]| {
+                        for session in sessions.iter_mut() {
+                            session.tee(stream, data);
+                        }
+                    };
+                    if output.pump(&mut self.log, buf, &mut tee) == Flow::Ended {
                         output.ended = true;
                     }
                 }
@@ -193,6 +214,11 @@ impl Shim {
             Source::Exec(j, k) => {
                 if let Some(job) = self.execs.get_mut(j) {
                     job.read(k, buf);
+                }
+            }
+            Source::Session(j, part) => {
+                if let Some(session) = self.sessions.get_mut(j) {
+                    session.on_event(part, revents, buf);
                 }
             }
         }
@@ -244,6 +270,7 @@ impl Shim {
             crate::release_free_memory();
         }
         self.drop_finished_clients();
+        self.drop_finished_sessions(now);
         if let Some((_, at)) = &self.reaped {
             if self.outputs.is_empty() || now >= *at + OUTPUT_GRACE {
                 self.publish_exit();
@@ -276,6 +303,20 @@ impl Shim {
         }
     }
 
+    fn drop_finished_sessions(&mut self, now: Instant) {
+        for session in &mut self.sessions {
+            session.tick(now);
+        }
+        let (gone, staying): (Vec<Session>, Vec<Session>) = std::mem::take(&mut self.sessions)
+            .into_iter()
+            .partition(Session::finished);
+        self.sessions = staying;
+        for session in gone {
+            tracing::debug!(client = session.client, "session ended");
+            session.end();
+        }
+    }
+
     /// Collect every child that has ended: the init, execs, and orphans reparented to us.
     fn reap(&mut self) {
         loop {
@@ -303,6 +344,8 @@ impl Shim {
                 self.init_exited(ending);
             } else if let Some(job) = self.execs.iter_mut().find(|job| job.pid == pid) {
                 job.exited(ending);
+            } else if let Some(session) = self.sessions.iter_mut().find(|s| s.pid() == Some(pid)) {
+                session.exited(ending);
             } else {
                 tracing::debug!(pid = pid.as_raw(), code = ending.code, "reaped an orphan");
             }
@@ -342,6 +385,9 @@ impl Shim {
             tracing::error!(error = %e, "writing the exit file");
         }
         self.exit = Some(info.clone());
+        for session in &mut self.sessions {
+            session.container_exited(&info);
+        }
         let response = Response {
             exit: Some(info),
             ..Response::ok()
@@ -371,8 +417,29 @@ impl Shim {
                 Ok(request) => self.handle(i, request),
                 Err(message) => Reply::Now(Response::error(message)),
             };
-            if let Reply::Now(response) = reply {
-                self.clients[i].respond(&response);
+            match reply {
+                Reply::Now(response) => self.clients[i].respond(&response),
+                Reply::Later => {}
+                Reply::Session(pending) => self.start_session(i, pending),
+            }
+        }
+    }
+
+    /// Answer `ok` (with an exec's pid), after which the connection carries the session's frames.
+    fn start_session(&mut self, i: usize, pending: Pending) {
+        let client = &mut self.clients[i];
+        client.respond(&Response {
+            pid: pending.pid().map(Pid::as_raw),
+            ..Response::ok()
+        });
+        match client.hand_over() {
+            Ok(conn) => {
+                tracing::info!(client = client.id, "session started");
+                self.sessions.push(Session::new(client.id, conn, pending));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "handing a connection to a session");
+                pending.abort();
             }
         }
     }
@@ -411,15 +478,23 @@ impl Shim {
                 timeout_ms,
                 tty,
             } => {
-                if self.reaped.is_some() || self.exit.is_some() {
-                    anyhow::bail!("container {} has exited", self.id);
-                }
+                self.running()?;
                 let timeout = timeout_ms.map(Duration::from_millis);
                 let job = ExecJob::start(self.container()?, *process, timeout, tty, client)?;
                 tracing::info!(pid = job.pid.as_raw(), "exec started");
                 self.execs.push(job);
                 self.clients[i].busy = true;
                 Reply::Later
+            }
+            Op::ExecSession { process, stdin } => {
+                self.running()?;
+                let spawned = crate::execs::spawn(self.container()?, &process, stdin)?;
+                tracing::info!(pid = spawned.pid.as_raw(), "exec session started");
+                Reply::Session(Pending::Exec(spawned))
+            }
+            Op::AttachSession { stdin } => {
+                self.running()?;
+                Reply::Session(self.attach(stdin)?)
             }
             Op::ReopenLog => {
                 self.log.reopen()?;
@@ -442,6 +517,36 @@ impl Shim {
                 self.shutdown = true;
                 done
             }
+        })
+    }
+
+    /// Fail if the container has exited: nothing can run in it or be attached to any more.
+    fn running(&self) -> Result<()> {
+        if self.reaped.is_some() || self.exit.is_some() {
+            anyhow::bail!("container {} has exited", self.id);
+        }
+        Ok(())
+    }
+
+    /// What an attach session writes to and resizes. The container's stdin is its terminal if it
+    /// has one, else the pipe of `--stdin`; without `--stdin`, the client's input is dropped.
+    fn attach(&self, stdin: bool) -> Result<Pending> {
+        let terminal = match &self.terminal {
+            Some(master) => Some(duplicate(master, "the terminal")?),
+            None => None,
+        };
+        let input = match (stdin, &self.stdin, &self.terminal) {
+            (false, _, _) => None,
+            (true, None, _) => {
+                tracing::info!("attach with stdin to a container created without stdin");
+                None
+            }
+            (true, Some(_), Some(master)) => Some(duplicate(master, "the terminal")?),
+            (true, Some(pipe), None) => Some(duplicate(pipe, "the stdin pipe")?),
+        };
+        Ok(Pending::Attach {
+            stdin: input,
+            terminal,
         })
     }
 
@@ -520,6 +625,9 @@ impl Shim {
         tracing::info!("exiting");
         for job in std::mem::take(&mut self.execs) {
             job.cancel();
+        }
+        for session in std::mem::take(&mut self.sessions) {
+            session.end();
         }
         self.drop_finished_clients();
         if let Err(e) = std::fs::remove_file(&self.paths.socket) {

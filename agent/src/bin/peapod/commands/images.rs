@@ -47,7 +47,7 @@ fn spec(image: &str) -> Option<v1::ImageSpec> {
 }
 
 /// `sha256:0123…` → `0123456789ab` (the 12 hex digits people recognise).
-fn short_id(id: &str) -> &str {
+pub fn short_id(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.get(..12).unwrap_or(hex)
 }
@@ -58,6 +58,25 @@ fn split_tag(name: &str) -> (&str, &str) {
         Some((repo, tag)) if !tag.contains('/') => (repo, tag),
         _ => (name, "<none>"),
     }
+}
+
+/// The (repository, tag) lines an image gets in a table: one per tag; an image known only by
+/// digest, or not named at all, still gets a line.
+pub fn table_names<'a>(
+    repo_tags: &'a [String],
+    repo_digests: &'a [String],
+) -> Vec<(&'a str, &'a str)> {
+    let mut names: Vec<(&str, &str)> = repo_tags.iter().map(|t| split_tag(t)).collect();
+    if names.is_empty() {
+        names = repo_digests
+            .iter()
+            .map(|d| (d.split_once('@').map_or(d.as_str(), |(n, _)| n), "<none>"))
+            .collect();
+    }
+    if names.is_empty() {
+        names.push(("<none>", "<none>"));
+    }
+    names
 }
 
 async fn list(cri: &mut Cri, filter: Option<&str>) -> anyhow::Result<Vec<v1::Image>> {
@@ -135,19 +154,7 @@ pub async fn images(
     let mut table = Table::new(&["IMAGE", "TAG", "IMAGE ID", "SIZE"]);
     for image in &images {
         let (id, size) = (short_id(&image.id).to_string(), human_size(image.size));
-        let mut names: Vec<(&str, &str)> = image.repo_tags.iter().map(|t| split_tag(t)).collect();
-        if names.is_empty() {
-            // An image known only by digest still gets a line.
-            names = image
-                .repo_digests
-                .iter()
-                .map(|d| (d.split_once('@').map_or(d.as_str(), |(n, _)| n), "<none>"))
-                .collect();
-        }
-        if names.is_empty() {
-            names.push(("<none>", "<none>"));
-        }
-        for (repo, tag) in names {
+        for (repo, tag) in table_names(&image.repo_tags, &image.repo_digests) {
             table.row(vec![repo.into(), tag.into(), id.clone(), size.clone()]);
         }
     }

@@ -2,7 +2,9 @@
 //! the connected clients and its own arguments.
 
 pub mod images;
+pub mod import;
 pub mod runtime;
+pub mod stats;
 pub mod workloads;
 
 /// Parses a JSON document the daemon put in an `info` map, keeping it as a

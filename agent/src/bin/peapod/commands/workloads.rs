@@ -21,11 +21,11 @@ fn ago(nanos: i64) -> String {
     }
 }
 
-fn short(id: &str) -> &str {
+pub fn short(id: &str) -> &str {
     &id[..id.len().min(13)]
 }
 
-async fn pod_list(cri: &mut Cri) -> anyhow::Result<Vec<v1::PodSandbox>> {
+pub async fn pod_list(cri: &mut Cri) -> anyhow::Result<Vec<v1::PodSandbox>> {
     Ok(cri
         .runtime
         .list_pod_sandbox(v1::ListPodSandboxRequest::default())
@@ -35,7 +35,7 @@ async fn pod_list(cri: &mut Cri) -> anyhow::Result<Vec<v1::PodSandbox>> {
         .items)
 }
 
-async fn container_list(cri: &mut Cri) -> anyhow::Result<Vec<v1::Container>> {
+pub async fn container_list(cri: &mut Cri) -> anyhow::Result<Vec<v1::Container>> {
     Ok(cri
         .runtime
         .list_containers(v1::ListContainersRequest::default())
@@ -45,7 +45,7 @@ async fn container_list(cri: &mut Cri) -> anyhow::Result<Vec<v1::Container>> {
         .containers)
 }
 
-fn unique<'a>(
+pub fn unique<'a>(
     what: &str,
     prefix: &str,
     ids: impl Iterator<Item = &'a str>,
@@ -61,7 +61,7 @@ fn unique<'a>(
     }
 }
 
-async fn pod_id(cri: &mut Cri, prefix: &str) -> anyhow::Result<String> {
+pub async fn pod_id(cri: &mut Cri, prefix: &str) -> anyhow::Result<String> {
     let pods = pod_list(cri).await?;
     unique("pod", prefix, pods.iter().map(|p| p.id.as_str()))
 }
