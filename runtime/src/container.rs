@@ -104,6 +104,7 @@ impl Container {
                         console,
                         stdio: opts.stdio,
                         cgroup_mounts,
+                        cgroup: &cgroup,
                     },
                     child,
                 )
@@ -116,7 +117,7 @@ impl Container {
         drop(console);
         drop(opts.stdio);
 
-        cgroup.add_process(pid.as_raw())?;
+        parent.expect(sync::IN_CGROUP)?;
         if let Some(hooks) = bundle.spec.hooks() {
             let state = StateDoc {
                 oci_version: bundle.spec.version().clone(),

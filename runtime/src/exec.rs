@@ -13,7 +13,7 @@ use crate::process;
 use crate::seccomp::SeccompFilter;
 use crate::state::{write_atomic, Status};
 use crate::stdio::Stdio;
-use crate::sync::{self, Channel, GO};
+use crate::sync::{self, Channel, GO, IN_CGROUP};
 use crate::{clone, console};
 
 #[derive(Debug, Default)]
@@ -71,6 +71,7 @@ impl Container {
         let Some(exec_pid) = (unsafe { clone::clone(nix::sched::CloneFlags::empty())? }) else {
             drop(parent);
             let err = match enter_and_exec(
+                &cgroup,
                 process,
                 &others,
                 seccomp.as_ref(),
@@ -89,20 +90,16 @@ impl Container {
         drop(child);
         drop(console);
         drop(opts.stdio);
-        let result = cgroup
-            .add_process(exec_pid.as_raw())
-            .map_err(Error::from)
-            .and_then(|()| {
-                parent.send(GO)?;
-                // The sync socket is close-on-exec: a clean close means execve succeeded.
-                match parent.recv()? {
-                    None => Ok(()),
-                    Some(msg) => Err(Error::Child(
-                        String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg))
-                            .into_owned(),
-                    )),
-                }
-            });
+        let result = parent.expect(IN_CGROUP).and_then(|()| {
+            parent.send(GO)?;
+            // The sync socket is close-on-exec: a clean close means execve succeeded.
+            match parent.recv()? {
+                None => Ok(()),
+                Some(msg) => Err(Error::Child(
+                    String::from_utf8_lossy(msg.strip_prefix(b"E").unwrap_or(&msg)).into_owned(),
+                )),
+            }
+        });
         if let Err(e) = result {
             let _ = nix::sys::signal::kill(exec_pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(exec_pid, None);
@@ -116,6 +113,7 @@ impl Container {
 }
 
 fn enter_and_exec(
+    cgroup: &crate::cgroups::Cgroup,
     process: &Process,
     namespaces: &[Joined],
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
@@ -124,6 +122,9 @@ fn enter_and_exec(
     sync: &Channel,
 ) -> Result<std::convert::Infallible> {
     stdio.install()?;
+    // Into the container's cgroup first: the parent waits for that before saying go.
+    cgroup.add_self()?;
+    sync.send(IN_CGROUP)?;
     sync.expect(GO)?;
     for ns in namespaces {
         ns.enter()?;

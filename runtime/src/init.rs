@@ -24,7 +24,7 @@ use crate::process;
 use crate::seccomp::SeccompFilter;
 use crate::spec::Bundle;
 use crate::stdio::Stdio;
-use crate::sync::{Channel, GO, READY};
+use crate::sync::{Channel, GO, IN_CGROUP, READY};
 
 /// The name of the FIFO that holds a created container's init until `start`.
 pub const EXEC_FIFO: &str = "exec.fifo";
@@ -38,6 +38,8 @@ pub struct Init<'a> {
     pub console: Option<UnixStream>,
     pub stdio: Stdio,
     pub cgroup_mounts: Vec<crate::cgroups::Hierarchy>,
+    /// The container's cgroup, which the init moves itself into first.
+    pub cgroup: &'a crate::cgroups::Cgroup,
 }
 
 /// Run the init to its `execve`; never returns.
@@ -66,7 +68,9 @@ fn setup(init: Init, sync: &Channel, ready_sent: &mut bool) -> Result<Infallible
     let linux = spec.linux().clone().unwrap_or_default();
     init.stdio.install()?;
 
-    // The parent moves us into the cgroup before saying go.
+    // Into the cgroup before anything else; the parent runs its hooks once we are there.
+    init.cgroup.add_self()?;
+    sync.send(IN_CGROUP)?;
     sync.expect(GO)?;
     if init.plan.new_cgroup_ns {
         unshare(CloneFlags::CLONE_NEWCGROUP).context(|| "creating the cgroup namespace".into())?;

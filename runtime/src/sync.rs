@@ -1,5 +1,6 @@
-//! The parent/child handshake over a socketpair. Messages are single datagrams: `go` from the
-//! parent once the child is in its cgroup, then `ready` or `E<error text>` from the child.
+//! The parent/child handshake over a socketpair. Messages are single datagrams: `cgroup` from
+//! the child once it has moved itself into its cgroup, `go` from the parent (after the hooks
+//! that want the process there), then `ready` or `E<error text>` from the child.
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -19,6 +20,7 @@ pub fn pair() -> Result<(Channel, Channel)> {
     Ok((Channel(a), Channel(b)))
 }
 
+pub const IN_CGROUP: &[u8] = b"cgroup";
 pub const GO: &[u8] = b"go";
 pub const READY: &[u8] = b"ready";
 

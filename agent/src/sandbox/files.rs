@@ -1,8 +1,9 @@
 //! The pod's /etc files (hosts, resolv.conf, hostname) and small file helpers.
 //!
 //! Containers bind-mount these files, so every container of the pod sees the same ones
-//! and the kubelet can read them back. Files are written atomically (temporary file,
-//! fsync, rename): a reader never sees half a file, and a crash leaves the old or the new.
+//! and the kubelet can read them back. Files that are replaced later (the CNI cache and
+//! configs) are written atomically (temporary file, fsync, rename): a reader never sees
+//! half a file, and a crash leaves the old or the new.
 
 use std::fs;
 use std::io::{self, Write};
@@ -29,9 +30,15 @@ pub(super) fn write_etc_files(sandbox: &Sandbox, spec: &SandboxSpec) -> Result<(
         Some(dns) => resolv_conf(dns),
         None => read_host_file("/etc/resolv.conf")?.unwrap_or_default(),
     };
-    write_atomic(&sandbox.hosts, hosts.as_bytes())?;
-    write_atomic(&sandbox.resolv_conf, resolv.as_bytes())?;
-    write_atomic(
+    // New files in the pod's own directory, written before any container can open them, in
+    // the volatile state dir: nothing can see them half-written and a machine crash takes the
+    // pod anyway, so no temporary file, rename or fsync.
+    let write = |path: &Path, content: &[u8]| {
+        fs::write(path, content).map_err(SandboxError::io("writing", path))
+    };
+    write(&sandbox.hosts, hosts.as_bytes())?;
+    write(&sandbox.resolv_conf, resolv.as_bytes())?;
+    write(
         &sandbox.hostname_file,
         format!("{}\n", sandbox.hostname).as_bytes(),
     )

@@ -96,6 +96,14 @@ impl V1Cgroup {
         Ok(())
     }
 
+    /// The calling thread into every hierarchy, through `tasks` (see `Cgroup::add_self`).
+    pub fn add_self(&self) -> Result<(), CgroupError> {
+        for h in &self.hierarchies {
+            files::write(&h.dir, "tasks", 0)?;
+        }
+        Ok(())
+    }
+
     pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         if let Some(cpu) = resources.cpu() {
             self.apply_cpu(cpu)?;
