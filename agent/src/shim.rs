@@ -29,6 +29,22 @@ pub enum ShimError {
     Refused(String),
 }
 
+impl ShimError {
+    fn io(socket: &Path, source: std::io::Error) -> ShimError {
+        ShimError::Io {
+            path: socket.to_path_buf(),
+            source,
+        }
+    }
+
+    fn protocol(socket: &Path, reason: impl Into<String>) -> ShimError {
+        ShimError::Protocol {
+            path: socket.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Where one container's shim keeps its things.
 #[derive(Debug, Clone)]
 pub struct ShimSetup {
@@ -109,17 +125,11 @@ impl ShimClient {
     }
 
     fn io_error(&self, source: std::io::Error) -> ShimError {
-        ShimError::Io {
-            path: self.socket.clone(),
-            source,
-        }
+        ShimError::io(&self.socket, source)
     }
 
     fn protocol_error(&self, reason: impl Into<String>) -> ShimError {
-        ShimError::Protocol {
-            path: self.socket.clone(),
-            reason: reason.into(),
-        }
+        ShimError::protocol(&self.socket, reason)
     }
 
     /// Connect, send `op` and read the response line, within `timeout` if there is one. Returns
@@ -214,10 +224,9 @@ impl ShimClient {
                 None,
             )
             .await?;
-        response.exec.ok_or_else(|| ShimError::Protocol {
-            path: self.socket.clone(),
-            reason: "exec answer without a result".into(),
-        })
+        response
+            .exec
+            .ok_or_else(|| self.protocol_error("exec answer without a result"))
     }
 
     pub async fn reopen_log(&self) -> Result<(), ShimError> {
@@ -345,10 +354,7 @@ impl SessionInput {
         self.write
             .write_all(&bytes)
             .await
-            .map_err(|source| ShimError::Io {
-                path: self.socket.clone(),
-                source,
-            })
+            .map_err(|source| ShimError::io(&self.socket, source))
     }
 }
 
@@ -416,16 +422,10 @@ impl SessionOutput {
     }
 
     fn io_error(&self, source: std::io::Error) -> ShimError {
-        ShimError::Io {
-            path: self.socket.clone(),
-            source,
-        }
+        ShimError::io(&self.socket, source)
     }
 
     fn protocol_error(&self, reason: impl Into<String>) -> ShimError {
-        ShimError::Protocol {
-            path: self.socket.clone(),
-            reason: reason.into(),
-        }
+        ShimError::protocol(&self.socket, reason)
     }
 }

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
 
+pub mod registry;
+
 /// The workspace root (tests run with the package directory as cwd).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -151,6 +153,16 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Cargo's temporary directory for tests (`CARGO_TARGET_TMPDIR`), found from the running test's
+/// own path (target/<profile>/deps/<test>), so that library code shared by tests finds it too.
+pub fn target_tmp_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    exe.ancestors()
+        .nth(3)
+        .expect("a target directory")
+        .join("tmp")
 }
 
 /// The test images of `scripts/make-test-images` (busybox, multi-layer, multi-platform…), built

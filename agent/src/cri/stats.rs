@@ -135,7 +135,13 @@ pub async fn list_container_stats(
     Ok(v1::ListContainerStatsResponse { stats })
 }
 
-async fn pod_stats_of(daemon: &Daemon, pod: &PodRecord) -> Result<v1::PodSandboxStats, Status> {
+/// `containers`: the container records (all of them, or at least the pod's), read once by the
+/// caller however many pods it asks about.
+async fn pod_stats_of(
+    daemon: &Daemon,
+    pod: &PodRecord,
+    containers: &[ContainerRecord],
+) -> Result<v1::PodSandboxStats, Status> {
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let path = pod.sandbox.cgroup_path.clone();
     // The pod cgroup holds every container's cgroup, so its counters are the pod's totals.
@@ -148,16 +154,9 @@ async fn pod_stats_of(daemon: &Daemon, pod: &PodRecord) -> Result<v1::PodSandbox
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))?;
-    let mut containers = Vec::new();
-    for record in daemon
-        .containers
-        .list()
-        .await
-        .map_err(ctr_error)?
-        .into_iter()
-        .filter(|c| c.sandbox_id == pod.id)
-    {
-        containers.push(stats_of(daemon, &record).await?);
+    let mut container_stats = Vec::new();
+    for record in containers.iter().filter(|c| c.sandbox_id == pod.id) {
+        container_stats.push(stats_of(daemon, record).await?);
     }
     let network = pod_interfaces(pod)
         .await
@@ -188,7 +187,7 @@ async fn pod_stats_of(daemon: &Daemon, pod: &PodRecord) -> Result<v1::PodSandbox
                 process_count: value(*n),
             }),
             network,
-            containers,
+            containers: container_stats,
             ..Default::default()
         }),
         windows: None,
@@ -202,7 +201,7 @@ pub async fn pod_sandbox_stats(
     let id = nonempty(&req.pod_sandbox_id, "pod_sandbox_id")?;
     let pod = daemon.pods.load(id).await.map_err(pod_error)?;
     Ok(v1::PodSandboxStatsResponse {
-        stats: Some(pod_stats_of(daemon, &pod).await?),
+        stats: Some(pod_stats_of(daemon, &pod, &all_containers(daemon).await?).await?),
     })
 }
 
@@ -211,6 +210,7 @@ pub async fn list_pod_sandbox_stats(
     req: v1::ListPodSandboxStatsRequest,
 ) -> Result<v1::ListPodSandboxStatsResponse, Status> {
     let filter = req.filter.unwrap_or_default();
+    let containers = all_containers(daemon).await?;
     let mut stats = Vec::new();
     for pod in daemon.pods.list().await.map_err(pod_error)? {
         if (!filter.id.is_empty() && !pod.id.starts_with(&filter.id))
@@ -218,9 +218,13 @@ pub async fn list_pod_sandbox_stats(
         {
             continue;
         }
-        stats.push(pod_stats_of(daemon, &pod).await?);
+        stats.push(pod_stats_of(daemon, &pod, &containers).await?);
     }
     Ok(v1::ListPodSandboxStatsResponse { stats })
+}
+
+async fn all_containers(daemon: &Daemon) -> Result<Vec<ContainerRecord>, Status> {
+    daemon.containers.list().await.map_err(ctr_error)
 }
 
 #[cfg(test)]

@@ -209,6 +209,24 @@ impl Drop for Streaming {
 }
 
 /// The kubelet's rules for exec and attach requests, with its messages.
+/// The streams an exec or attach asked for, whichever of the two it is.
+macro_rules! options_of {
+    ($request:ty) => {
+        impl From<&$request> for streams::RemoteCommandOptions {
+            fn from(request: &$request) -> Self {
+                streams::RemoteCommandOptions {
+                    stdin: request.stdin,
+                    stdout: request.stdout,
+                    stderr: request.stderr,
+                    tty: request.tty,
+                }
+            }
+        }
+    };
+}
+options_of!(v1::ExecRequest);
+options_of!(v1::AttachRequest);
+
 fn check_streams(
     container_id: &str,
     stdin: bool,

@@ -360,24 +360,14 @@ impl Target {
     {
         match self {
             Target::Exec(daemon, request) => {
-                let options = RemoteCommandOptions {
-                    stdin: request.stdin,
-                    stdout: request.stdout,
-                    stderr: request.stderr,
-                    tty: request.tty,
-                };
+                let options = RemoteCommandOptions::from(&request);
                 match transport.remote_command(io, options).await {
                     Ok(streams) => exec::run(&daemon, request, streams).await,
                     Err(e) => tracing::warn!(error = %e, "exec: the client's streams never came"),
                 }
             }
             Target::Attach(daemon, request) => {
-                let options = RemoteCommandOptions {
-                    stdin: request.stdin,
-                    stdout: request.stdout,
-                    stderr: request.stderr,
-                    tty: request.tty,
-                };
+                let options = RemoteCommandOptions::from(&request);
                 match transport.remote_command(io, options).await {
                     Ok(streams) => attach::run(&daemon, request, streams).await,
                     Err(e) => tracing::warn!(error = %e, "attach: the client's streams never came"),

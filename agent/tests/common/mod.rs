@@ -5,8 +5,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -27,156 +25,12 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 /// The test images, built once per script version in cargo's temp dir.
 pub fn images() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| peapod_tests::test_images(Path::new(env!("CARGO_TARGET_TMPDIR"))))
+    DIR.get_or_init(|| peapod_tests::test_images(&peapod_tests::target_tmp_dir()))
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Debian's docker-registry serving plain HTTP on 127.0.0.1.
-pub struct Registry {
-    _process: KillOnDrop,
-    pub port: u16,
-    auth: bool,
-    _storage: tempfile::TempDir,
-}
-
-/// The account of registries started with [`Registry::start_with_auth`].
-pub const USER: &str = "peapod";
-pub const PASSWORD: &str = "s3cret-pass";
-
-impl Registry {
-    pub fn start() -> Registry {
-        Self::start_inner(false)
-    }
-
-    /// Requires [`USER`] and [`PASSWORD`] (htpasswd) for every request.
-    pub fn start_with_auth() -> Registry {
-        Self::start_inner(true)
-    }
-
-    fn start_inner(auth: bool) -> Registry {
-        let storage = tempfile::tempdir().unwrap();
-        let htpasswd = storage.path().join("htpasswd");
-        if auth {
-            let status = Command::new("htpasswd")
-                .arg("-Bbc")
-                .arg(&htpasswd)
-                .args([USER, PASSWORD])
-                .stderr(Stdio::null())
-                .status()
-                .expect("run htpasswd");
-            assert!(status.success(), "htpasswd failed");
-        }
-        // A free port can be taken again before docker-registry binds it (by
-        // a parallel test's registry, say): each registry sends its own token
-        // in a header, so we know the one answering is ours, or try another.
-        let token = format!("registry-{}", unique_suffix());
-        for _ in 0..10 {
-            let port = free_port();
-            let mut config = format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Peapod-Test: [{token}]\n",
-                storage.path().display()
-            );
-            if auth {
-                config.push_str(&format!(
-                    "auth:\n  htpasswd:\n    realm: peapod-test\n    path: {}\n",
-                    htpasswd.display()
-                ));
-            }
-            let config_path = storage.path().join("config.yml");
-            std::fs::write(&config_path, config).unwrap();
-            let child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start docker-registry");
-            // Owned before waiting, so a failed start still stops the process.
-            let mut process = KillOnDrop(child);
-            if wait_until_serving(&mut process.0, port, &token) {
-                return Registry {
-                    _process: process,
-                    port,
-                    auth,
-                    _storage: storage,
-                };
-            }
-        }
-        panic!("docker-registry did not start on any of 10 ports");
-    }
-
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Pushes the test layout's `tag` as `repo:repo_tag`; returns the reference.
-    pub fn push(&self, tag: &str, repo: &str, repo_tag: &str) -> String {
-        let src = format!("oci:{}:{tag}", images().join("oci").display());
-        let reference = format!("{}/{repo}:{repo_tag}", self.host());
-        let mut skopeo = Command::new("skopeo");
-        skopeo.args([
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-        ]);
-        if self.auth {
-            skopeo.arg(format!("--dest-creds={USER}:{PASSWORD}"));
-        }
-        let out = skopeo
-            .arg(&src)
-            .arg(format!("docker://{reference}"))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy {src} {reference}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        reference
-    }
-}
-
-/// A child process killed (by PID) and reaped when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until `child` answers HTTP on `port` with `token` in its headers;
-/// false if it exited or another server answers there.
-fn wait_until_serving(child: &mut Child, port: u16, token: &str) -> bool {
-    let deadline = Instant::now() + START_LIMIT;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let mut answer = String::new();
-            let asked = stream
-                .write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                .and_then(|_| stream.read_to_string(&mut answer));
-            if asked.is_ok() && !answer.is_empty() {
-                return answer.contains(token);
-            }
-        }
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+// Not every test binary uses all of them.
+#[allow(unused_imports)]
+pub use peapod_tests::registry::{free_port, Registry, PASSWORD, USER};
 
 /// Where one peapodd keeps everything: all inside one temp dir.
 pub struct DaemonDirs {
