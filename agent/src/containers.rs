@@ -93,7 +93,7 @@ pub struct PodContext<'a> {
 
 #[derive(Clone)]
 pub struct Containers {
-    records: Records,
+    records: Records<ContainerRecord>,
     state: PathBuf,
     sockets: PathBuf,
     runtime_root: PathBuf,
@@ -237,6 +237,8 @@ impl Containers {
                 .clone()
                 .unwrap_or_else(|| dir.join("container.log")),
             stdin: config.stdin,
+            // As containerd: with a terminal, the kubelet's attach keeps the stdin open.
+            stdin_once: config.stdin_once && !config.tty,
         };
         shim::launch(&self.shim_binary, &setup).await?;
 

@@ -92,7 +92,7 @@ impl PodRecord {
 pub const HANDLERS: [&str; 3] = ["", "peapod", "runc"];
 
 pub struct Pods {
-    records: Records,
+    records: Records<PodRecord>,
     pods_dir: PathBuf,
     cni: Cni,
     /// peapod-pod-init, for pods that share a PID namespace.

@@ -56,6 +56,8 @@ pub struct ShimSetup {
     pub exit_file: PathBuf,
     pub log_path: PathBuf,
     pub stdin: bool,
+    /// CRI `stdin_once`: the first attach that closes its input closes the container's stdin.
+    pub stdin_once: bool,
 }
 
 /// Run the shim's launcher and wait for it: it returns once the container is created (or failed
@@ -77,6 +79,9 @@ pub async fn launch(shim_binary: &Path, setup: &ShimSetup) -> Result<u32, ShimEr
         .stdin(std::process::Stdio::null());
     if setup.stdin {
         cmd.arg("--stdin");
+    }
+    if setup.stdin && setup.stdin_once {
+        cmd.arg("--stdin-once");
     }
     let launch_err = |reason: String| ShimError::Launch {
         id: setup.id.clone(),

@@ -151,6 +151,18 @@ impl Node {
         stdin: bool,
         start: bool,
     ) -> String {
+        self.container_with(pod, name, command, start, |c| c.stdin = stdin)
+            .await
+    }
+
+    async fn container_with(
+        &self,
+        pod: &str,
+        name: &str,
+        command: &[&str],
+        start: bool,
+        tweak: impl FnOnce(&mut v1::ContainerConfig),
+    ) -> String {
         let sandbox_config = self.daemon.pods.load(pod).await.unwrap().config().unwrap();
         let config = v1::ContainerConfig {
             metadata: Some(v1::ContainerMetadata {
@@ -163,9 +175,10 @@ impl Node {
             }),
             command: command.iter().map(|s| s.to_string()).collect(),
             log_path: format!("{name}.log"),
-            stdin,
             ..Default::default()
         };
+        let mut config = config;
+        tweak(&mut config);
         let id = lifecycle::create_container(
             &self.daemon,
             v1::CreateContainerRequest {
@@ -195,6 +208,21 @@ impl Node {
         let pod = self.pod(name, true).await;
         self.container(&pod, "sleeper", &["sleep", "3600"], false, true)
             .await
+    }
+
+    /// An attach with stdin, stdout and stderr, no terminal.
+    async fn attach_url(&self, container: &str) -> String {
+        self.streaming
+            .attach(v1::AttachRequest {
+                container_id: container.into(),
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .url
     }
 
     async fn exec_url(&self, container: &str, cmd: &[&str], streams: Streams) -> String {
@@ -497,19 +525,7 @@ async fn attach_sees_a_running_containers_output_and_feeds_its_stdin() {
     let node = Node::start().await;
     let pod = node.pod("attach", true).await;
     let container = node.container(&pod, "cat", &["cat"], true, true).await;
-    let url = node
-        .streaming
-        .attach(v1::AttachRequest {
-            container_id: container.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .url;
+    let url = node.attach_url(&container).await;
     assert!(url.contains("/attach/"));
     let (mut socket, _) = connect(&url, &["v4.channel.k8s.io"]).await;
     let mut received = Received::default();
@@ -530,6 +546,59 @@ async fn attach_sees_a_running_containers_output_and_feeds_its_stdin() {
     .status
     .unwrap();
     assert_eq!(status.state, v1::ContainerState::ContainerRunning as i32);
+}
+
+/// `kubectl run -i` (stdin and stdin_once, no terminal): when the attached client is done, the
+/// container reads end-of-file and finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_stdin_once_the_container_reads_eof_when_the_attach_ends() {
+    let node = Node::start().await;
+    let pod = node.pod("stdin-once", true).await;
+    let container = node
+        .container_with(
+            &pod,
+            "once",
+            &["sh", "-c", "cat; echo finished"],
+            true,
+            |c| {
+                c.stdin = true;
+                c.stdin_once = true;
+            },
+        )
+        .await;
+    let url = node.attach_url(&container).await;
+    let (mut socket, _) = connect(&url, &["v4.channel.k8s.io"]).await;
+    let mut received = Received::default();
+    send(&mut socket, 0, b"typed\n").await;
+    read_until(&mut socket, &mut received, 1, "typed\n").await;
+    socket.close(None).await.unwrap();
+    drop(socket);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status = lifecycle::container_status(
+            &node.daemon,
+            v1::ContainerStatusRequest {
+                container_id: container.clone(),
+                verbose: false,
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+        if status.state == v1::ContainerState::ContainerExited as i32
+            || std::time::Instant::now() > deadline
+        {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status.state,
+        v1::ContainerState::ContainerExited as i32,
+        "the container still waits for input"
+    );
+    assert_eq!(status.exit_code, 0);
 }
 
 /// An echo service on a loopback listener: what a pod's server would be.

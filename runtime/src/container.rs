@@ -398,10 +398,7 @@ fn remove_leftovers(dir: &Path, cgroup_path: Option<&str>) -> Result<()> {
 /// Wait (bounded) for a killed process to die. It is not reaped here: if the caller is its parent
 /// (the shim), the exit status is the caller's to collect; a zombie already counts as gone.
 pub(crate) fn wait_gone(pid: i32, start_time: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_alive(pid, start_time) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    crate::pidfd::wait_gone(pid, start_time, Duration::from_secs(10));
 }
 
 /// Container ids become directory and cgroup names, so they are kept to a safe alphabet.

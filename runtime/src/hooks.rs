@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oci_spec::runtime::Hook;
 
@@ -52,29 +52,26 @@ fn run_one(kind: &str, hook: &Hook, input: &[u8]) -> Result<()> {
         // A hook that does not read its stdin is not an error.
         let _ = stdin.write_all(input);
     }
-    let deadline = hook
+    let timeout = hook
         .timeout()
         .filter(|t| *t > 0)
-        .map(|t| Instant::now() + Duration::from_secs(t as u64));
-    loop {
-        match child.try_wait().map_err(|e| err(e.to_string()))? {
-            Some(status) if status.success() => return Ok(()),
-            Some(status) => {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-                }
-                return Err(err(format!("{status}: {}", stderr.trim())));
+        .map_or(Duration::MAX, |t| Duration::from_secs(t as u64));
+    match crate::pidfd::wait_child(&mut child, timeout).map_err(|e| err(e.to_string()))? {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
             }
-            None if deadline.is_some_and(|d| Instant::now() > d) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(err(format!(
-                    "timed out after {}s",
-                    hook.timeout().unwrap_or(0)
-                )));
-            }
-            None => std::thread::sleep(Duration::from_millis(2)),
+            Err(err(format!("{status}: {}", stderr.trim())))
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(err(format!(
+                "timed out after {}s",
+                hook.timeout().unwrap_or(0)
+            )))
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod init;
 pub mod mounts;
 pub mod namespaces;
+pub mod pidfd;
 pub mod process;
 pub mod seccomp;
 pub mod shim_protocol;

@@ -367,4 +367,16 @@ fn hooks_run_with_the_state_on_stdin() {
     );
     assert!(rt.entries().is_empty());
     assert!(cgroup_dirs(&id).is_empty());
+
+    // One that outlives its timeout is killed, and create fails the same way.
+    bundle.config["hooks"] = serde_json::json!({"createRuntime": [
+        {"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}
+    ]});
+    bundle.write();
+    let out = rt.run(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("timed out after 1s"), "{stderr}");
+    assert!(rt.entries().is_empty());
+    assert!(cgroup_dirs(&id).is_empty());
 }

@@ -912,6 +912,41 @@ fn closing_an_attached_stdin_leaves_the_container_stdin_open() {
 }
 
 #[test]
+fn with_stdin_once_the_first_attach_to_close_its_input_ends_the_containers_stdin() {
+    let script = "while read line; do echo \"got $line\"; done; echo eof; sleep 1000";
+    let shim = Shim::launch(
+        &["sh", "-c", script],
+        &["--start", "--stdin", "--stdin-once"],
+    );
+    let attach = || {
+        shim.connect()
+            .session(json!({"op": "attach_session", "stdin": true}))
+            .0
+    };
+    // A second client attached meanwhile does not keep the stdin open.
+    let _other = attach();
+    let mut first = attach();
+    first.stdin(b"one\n");
+    first.send(Kind::CloseStdin, &[]);
+    let mut t = Transcript::default();
+    assert!(
+        first.read_until(&mut t, |t| t.stdout() == "got one\neof\n"),
+        "{t:?}"
+    );
+    eventually("eof in the log", || {
+        shim.entries().iter().any(|e| e.2 == "eof")
+    });
+    // The stdin is gone for good: a later attach's input reaches nobody.
+    let mut later = attach();
+    later.stdin(b"two\n");
+    drop(later);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(shim.entries().iter().all(|e| e.2 != "got two"));
+    shim.ok(json!({"op": "kill", "signal": "KILL"}));
+    shim.wait();
+}
+
+#[test]
 fn attach_to_a_container_with_a_terminal_resizes_it() {
     let mut bundle = Bundle::new(&["sh", "-c", "read line; stty size"]);
     bundle.config["process"]["terminal"] = json!(true);

@@ -120,13 +120,9 @@ pub(super) fn stop(init: &PodInit) {
     // The kill is delivered at once but the exit takes a moment; a stopped pod promises
     // that nothing of it runs any more. A SIGKILLed process cannot linger for long, and a
     // zombie (the host's init reaps it) no longer counts as alive.
-    for _ in 0..400 {
-        if !init.is_alive() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    if !peapod_runtime::pidfd::wait_gone(init.pid, init.start_time, Duration::from_secs(2)) {
+        tracing::warn!(pid = init.pid, "the pod init is still exiting after 2 s");
     }
-    tracing::warn!(pid = init.pid, "the pod init is still exiting after 2 s");
 }
 
 /// Where the pod's PID namespace is pinned.

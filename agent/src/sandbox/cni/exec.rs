@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -105,22 +105,14 @@ pub(super) fn run(
 
 /// Waits for the plugin to exit; `None` if it had to be killed after `timeout`.
 fn wait(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            // The child is not reaped yet, so its pid (= its group id) cannot be reused.
-            let group = Pid::from_raw(child.id() as i32);
-            killpg(group, Signal::SIGKILL).map_err(io::Error::from)?;
-            child.wait()?;
-            return Ok(None);
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+    if let Some(status) = peapod_runtime::pidfd::wait_child(child, timeout)? {
+        return Ok(Some(status));
     }
+    // The child is not reaped yet, so its pid (= its group id) cannot be reused.
+    let group = Pid::from_raw(child.id() as i32);
+    killpg(group, Signal::SIGKILL).map_err(io::Error::from)?;
+    child.wait()?;
+    Ok(None)
 }
 
 /// A plugin that fails early may exit without reading its stdin: its exit status and
@@ -220,5 +212,70 @@ mod tests {
             error.to_string(),
             "CNI plugin x DEL failed (signal: 6): panic: boom"
         );
+    }
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("plugin");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn invocation(timeout: Duration) -> Invocation<'static> {
+        Invocation {
+            command: "ADD",
+            container_id: "c1",
+            netns: Path::new("/proc/self/ns/net"),
+            ifname: "eth0",
+            args: "",
+            path: "/usr/lib/cni",
+            timeout,
+        }
+    }
+
+    #[test]
+    fn a_plugin_gets_its_parameters_and_its_output_is_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = script(
+            dir.path(),
+            r#"read -r config; echo "$CNI_COMMAND $CNI_IFNAME $config""#,
+        );
+        let out = run(
+            &plugin,
+            &invocation(Duration::from_secs(10)),
+            &serde_json::json!({"name": "n"}),
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), "ADD eth0 {\"name\":\"n\"}\n");
+    }
+
+    #[test]
+    fn a_hung_plugin_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        // A child that keeps the output pipes open must not keep us waiting either.
+        let pid_file = dir.path().join("child");
+        let plugin = script(
+            dir.path(),
+            &format!("sleep 30 & echo $! > {}; sleep 30", pid_file.display()),
+        );
+        let result = run(
+            &plugin,
+            &invocation(Duration::from_millis(300)),
+            &Value::Null,
+        );
+        assert!(
+            matches!(result, Err(CniError::Timeout { .. })),
+            "{result:?}"
+        );
+        let child: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed with its group; a zombie waiting for its reaper no longer runs.
+        let alive =
+            peapod_runtime::state::process_start_time(child).is_some_and(|(_, zombie)| !zombie);
+        assert!(!alive, "the plugin's child {child} still runs");
     }
 }

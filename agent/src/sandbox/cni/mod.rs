@@ -285,24 +285,35 @@ impl Cni {
             );
             return Ok(());
         };
-        let mut first_error = None;
         let network = &entry.network;
         // prevResult on DEL came with spec 0.4.0; older plugins do not expect it.
         let prev = entry
             .result
             .as_ref()
             .filter(|_| version_at_least(&network.cni_version, (0, 4)));
-        for plugin in network.plugins.iter().rev() {
-            if let Err(e) = self.run_plugin(network, plugin, "DEL", &entry, &entry.ifname, prev) {
-                tracing::warn!(container = container_id, error = %e, "CNI DEL failed");
-                first_error.get_or_insert(e);
-            }
-        }
         let loopback = loopback_network(&network.cni_version);
-        if let Err(e) = self.run_plugin(&loopback, &loopback.plugins[0], "DEL", &entry, "lo", None)
-        {
-            first_error.get_or_insert(e);
-        }
+        // As at ADD, the loopback network is independent of the chain: both go at once.
+        let (lo, chain) = std::thread::scope(|scope| {
+            let lo = scope.spawn(|| {
+                self.run_plugin(&loopback, &loopback.plugins[0], "DEL", &entry, "lo", None)
+            });
+            let mut first_error = None;
+            for plugin in network.plugins.iter().rev() {
+                if let Err(e) = self.run_plugin(network, plugin, "DEL", &entry, &entry.ifname, prev)
+                {
+                    tracing::warn!(container = container_id, error = %e, "CNI DEL failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+            let lo = lo.join().unwrap_or_else(|_| {
+                Err(CniError::InvalidResult {
+                    reason: "the loopback DEL thread panicked".into(),
+                    result: String::new(),
+                })
+            });
+            (lo, first_error)
+        });
+        let first_error = chain.or(lo.err());
         match first_error {
             Some(e) => Err(e),
             None => cache::remove(&self.cache_dir, container_id),

@@ -57,6 +57,10 @@ struct Cli {
     /// Keep the container's stdin open (a pipe the shim holds) instead of /dev/null.
     #[arg(long)]
     stdin: bool,
+    /// With `--stdin`: once the first attached client that writes to the stdin closes it, close
+    /// the container's stdin too, so that it reads end-of-file (CRI `stdin_once`).
+    #[arg(long = "stdin-once", requires = "stdin")]
+    stdin_once: bool,
     /// Start the container right after creating it, instead of waiting for a `start` request.
     #[arg(long)]
     start: bool,
@@ -265,6 +269,7 @@ fn setup(cli: &Cli) -> Result<Shim> {
         log,
         outputs,
         stdin: stdin_writer,
+        stdin_once: cli.stdin_once,
         terminal,
         clients: Vec::new(),
         sessions: Vec::new(),

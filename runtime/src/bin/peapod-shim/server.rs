@@ -51,6 +51,8 @@ pub struct Shim {
     /// The writing end of the container's stdin pipe, held so that the container does not see
     /// end-of-file (`--stdin`), and written by attached clients. Non-blocking.
     pub stdin: Option<OwnedFd>,
+    /// `--stdin-once`: the first attached client to close its input closes `stdin` for good.
+    pub stdin_once: bool,
     /// The master side of the container's terminal, if it has one: attached clients resize it
     /// (and write to it, since the terminal is the container's stdin).
     pub terminal: Option<OwnedFd>,
@@ -307,6 +309,7 @@ impl Shim {
         for session in &mut self.sessions {
             session.tick(now);
         }
+        self.close_stdin_once();
         let (gone, staying): (Vec<Session>, Vec<Session>) = std::mem::take(&mut self.sessions)
             .into_iter()
             .partition(Session::finished);
@@ -314,6 +317,26 @@ impl Shim {
         for session in gone {
             tracing::debug!(client = session.client, "session ended");
             session.end();
+        }
+    }
+
+    /// With `--stdin-once`, the container's stdin ends with the input of the first attached
+    /// client that wrote to it (as containerd does for `stdin_once` without a terminal, what
+    /// `kubectl run -i` relies on): every write end goes, ours and the other clients' copies,
+    /// so that the container reads end-of-file.
+    fn close_stdin_once(&mut self) {
+        if !self.stdin_once || self.stdin.is_none() {
+            return;
+        }
+        if let Some(session) = self.sessions.iter().find(|s| s.attach_input_ended()) {
+            tracing::info!(
+                client = session.client,
+                "stdin_once: the attached client closed its input, closing the container's stdin"
+            );
+            self.stdin = None;
+            for session in &mut self.sessions {
+                session.close_attach_input();
+            }
         }
     }
 
@@ -538,7 +561,7 @@ impl Shim {
         let input = match (stdin, &self.stdin, &self.terminal) {
             (false, _, _) => None,
             (true, None, _) => {
-                tracing::info!("attach with stdin to a container created without stdin");
+                tracing::info!("attach with stdin to a container without (or with a closed) stdin");
                 None
             }
             (true, Some(_), Some(master)) => Some(duplicate(master, "the terminal")?),

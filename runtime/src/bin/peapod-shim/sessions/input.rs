@@ -12,15 +12,27 @@ pub struct Input {
     pending: Vec<u8>,
     /// Close the stdin once `pending` is written.
     close_when_written: bool,
+    /// Whether there was a stdin to write to at all.
+    had_stdin: bool,
 }
 
 impl Input {
     /// Input for `fd` (non-blocking), or none at all.
     pub fn new(fd: Option<OwnedFd>) -> Input {
         Input {
+            had_stdin: fd.is_some(),
             fd,
             ..Default::default()
         }
+    }
+
+    pub fn had_stdin(&self) -> bool {
+        self.had_stdin
+    }
+
+    /// The client closed its input (what it sent may still be on its way into the pipe).
+    pub fn is_closing(&self) -> bool {
+        self.close_when_written
     }
 
     /// Everything received has been written (or dropped): the client may be read again.

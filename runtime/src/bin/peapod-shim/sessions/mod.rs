@@ -138,6 +138,22 @@ impl Session {
         session
     }
 
+    /// An attach session that wrote to the container's stdin and whose input has ended: the
+    /// client closed it, or went away.
+    pub fn attach_input_ended(&self) -> bool {
+        matches!(self.peer, Peer::Attach { .. })
+            && self.input.had_stdin()
+            && (self.input.is_closing() || self.link.input_ended || self.link.gone)
+    }
+
+    /// Closes an attach session's copy of the container's stdin, once what it holds is written.
+    pub fn close_attach_input(&mut self) {
+        if matches!(self.peer, Peer::Attach { .. }) {
+            self.input.close();
+            self.input.write();
+        }
+    }
+
     /// The exec session's process, until it has been reaped.
     pub fn pid(&self) -> Option<Pid> {
         match &self.peer {
