@@ -13,6 +13,7 @@
 //! log_level = "info"
 //! shutdown_grace_seconds = 10
 //! stream_address = "127.0.0.1:0"
+//! stream_idle_timeout_seconds = 14400
 //! ```
 
 use std::net::SocketAddr;
@@ -69,6 +70,10 @@ pub struct Config {
     /// lets the kernel pick one; loopback keeps it to this node (the kubelet proxies to it),
     /// as containerd's default does.
     pub stream_address: SocketAddr,
+    /// A streaming session (exec, attach, port-forward) through which nothing passed for this
+    /// long is closed; 0 never closes one. 4 hours, as the kubelet's
+    /// `--streaming-connection-idle-timeout` and containerd's `stream_idle_timeout`.
+    pub stream_idle_timeout_seconds: u64,
 }
 
 impl Default for Config {
@@ -84,6 +89,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             shutdown_grace_seconds: 10,
             stream_address: crate::streaming::DEFAULT_ADDRESS,
+            stream_idle_timeout_seconds: 4 * 60 * 60,
         }
     }
 }
@@ -112,6 +118,12 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// The streaming idle timeout, `None` for none.
+    pub fn stream_idle_timeout(&self) -> Option<std::time::Duration> {
+        (self.stream_idle_timeout_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.stream_idle_timeout_seconds))
     }
 
     /// The directory of the image store inside `root`.

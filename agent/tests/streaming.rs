@@ -56,6 +56,10 @@ impl Node {
 
     /// `octet`: give pods a private CNI network (10.198.<octet>.0/24) of their own.
     async fn start_with_cni(octet: Option<u8>) -> Node {
+        Self::start_with(octet, |_| {}).await
+    }
+
+    async fn start_with(octet: Option<u8>, tweak: impl FnOnce(&mut Config)) -> Node {
         point_at_companions();
         let dir = tempfile::Builder::new()
             .prefix("peapod-streaming-")
@@ -75,6 +79,8 @@ impl Node {
             log_level: "debug".into(),
             ..Config::default()
         };
+        let mut config = config;
+        tweak(&mut config);
         let daemon = Arc::new(Daemon::open(config).unwrap());
         let imported = daemon
             .images
@@ -424,6 +430,46 @@ async fn exec_echo_reports_output_and_success() {
     // The URL was good for one connection.
     let (status, _) = http(&url, "");
     assert!(status.contains(" 404 "), "{status}");
+}
+
+/// The idle timeout closes a session that nothing passes through; its exec'd process ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_session_is_closed_and_its_process_ends() {
+    let node = Node::start_with(None, |c| c.stream_idle_timeout_seconds = 1).await;
+    let container = node.sleeper("idle").await;
+    let cmd = ["sh", "-c", "echo started; exec sleep 3599"];
+    let url = node.exec_url(&container, &cmd, OUT).await;
+    let (mut socket, _) = connect(&url, &["v4.channel.k8s.io"]).await;
+    let mut received = Received::default();
+    read_until(&mut socket, &mut received, 1, "started").await;
+    // Nothing more passes either way: the server closes the connection without a status.
+    let rest = read_all(&mut socket).await;
+    assert!(
+        rest.messages.iter().all(|(channel, _)| *channel != 3),
+        "{rest:?}"
+    );
+    // The shim kills a process whose session is gone.
+    let mut processes = String::new();
+    for _ in 0..100 {
+        let out = lifecycle::exec_sync(
+            &node.daemon,
+            v1::ExecSyncRequest {
+                container_id: container.clone(),
+                cmd: ["sh", "-c", "cat /proc/[0-9]*/cmdline"]
+                    .map(String::from)
+                    .to_vec(),
+                timeout: 10,
+            },
+        )
+        .await
+        .unwrap();
+        processes = String::from_utf8_lossy(&out.stdout).replace('\0', " ");
+        if !processes.contains("3599") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the idle session's process still runs: {processes}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

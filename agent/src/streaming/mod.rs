@@ -19,6 +19,7 @@
 
 mod attach;
 mod exec;
+mod idle;
 mod portforward;
 pub mod remotecommand;
 mod server;

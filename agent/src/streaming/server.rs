@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -18,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::idle::Idle;
 use super::spdy;
 use super::streams::{
     PortForwardStreams, RemoteCommandOptions, RemoteCommandProtocol, RemoteCommandStreams,
@@ -95,7 +97,7 @@ async fn route(request: Request<Incoming>, shared: Arc<Shared>) -> Answer {
         Some(pending) if pending.route() == route => pending,
         _ => return text(StatusCode::NOT_FOUND, "unknown, used or expired token"),
     };
-    let target = match Target::of(pending, &shared).await {
+    let (target, idle) = match Target::of(pending, &shared).await {
         Ok(target) => target,
         Err(answer) => return answer,
     };
@@ -104,9 +106,9 @@ async fn route(request: Request<Incoming>, shared: Arc<Shared>) -> Answer {
         .iter()
         .any(|u| u.eq_ignore_ascii_case(websocket::UPGRADE))
     {
-        websocket_upgrade(request, target)
+        websocket_upgrade(request, target, idle)
     } else if upgrade.iter().any(|u| u.eq_ignore_ascii_case(SPDY_UPGRADE)) {
-        spdy_upgrade(request, target)
+        spdy_upgrade(request, target, idle)
     } else {
         text(
             StatusCode::BAD_REQUEST,
@@ -180,7 +182,11 @@ impl Transport {
     }
 }
 
-fn websocket_upgrade(mut request: Request<Incoming>, target: Target) -> Answer {
+fn websocket_upgrade(
+    mut request: Request<Incoming>,
+    target: Target,
+    idle: Option<Duration>,
+) -> Answer {
     let headers = request.headers();
     let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
     let version_ok = headers
@@ -221,6 +227,7 @@ fn websocket_upgrade(mut request: Request<Incoming>, target: Target) -> Answer {
         &mut request,
         target,
         Transport::WebSocket { negotiated, ports },
+        idle,
     );
     let mut answer = switching(websocket::UPGRADE);
     let headers = answer.headers_mut();
@@ -237,13 +244,27 @@ fn websocket_upgrade(mut request: Request<Incoming>, target: Target) -> Answer {
 }
 
 /// Runs the session once `request`'s connection is upgraded, which happens after the 101
-/// answer has gone out.
-fn start_session(request: &mut Request<Incoming>, target: Target, transport: Transport) {
+/// answer has gone out; with `idle`, a connection silent that long is closed.
+fn start_session(
+    request: &mut Request<Incoming>,
+    target: Target,
+    transport: Transport,
+    idle: Option<Duration>,
+) {
     let upgrading = hyper::upgrade::on(request);
     tokio::spawn(async move {
-        match upgrading.await {
-            Ok(upgraded) => target.run(transport, TokioIo::new(upgraded)).await,
-            Err(e) => tracing::debug!(error = %e, "the upgrade did not complete"),
+        let io = match upgrading.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => return tracing::debug!(error = %e, "the upgrade did not complete"),
+        };
+        let Some(timeout) = idle else {
+            return target.run(transport, io).await;
+        };
+        let idle = Idle::new();
+        tokio::select! {
+            () = target.run(transport, idle.watch(io)) => {}
+            // Dropping the session ends it as a client going away would.
+            () = idle.expired_after(timeout) => {}
         }
     });
 }
@@ -260,7 +281,7 @@ fn switching(protocol: &'static str) -> Answer {
 
 /// SPDY/3.1: the version is negotiated as the kubelet does (the client's first offer that the
 /// server supports), then the session runs on the upgraded connection.
-fn spdy_upgrade(mut request: Request<Incoming>, target: Target) -> Answer {
+fn spdy_upgrade(mut request: Request<Incoming>, target: Target, idle: Option<Duration>) -> Answer {
     let supported: &[&'static str] = match target {
         Target::PortForward(..) => &SPDY_PORT_FORWARD,
         _ => &SPDY_REMOTE_COMMAND,
@@ -290,7 +311,12 @@ fn spdy_upgrade(mut request: Request<Incoming>, target: Target) -> Answer {
         }
         return answer;
     };
-    start_session(&mut request, target, Transport::Spdy { version: chosen });
+    start_session(
+        &mut request,
+        target,
+        Transport::Spdy { version: chosen },
+        idle,
+    );
     let mut answer = switching(spdy::UPGRADE);
     answer
         .headers_mut()
@@ -335,14 +361,16 @@ enum Target {
 }
 
 impl Target {
-    async fn of(pending: Pending, shared: &Shared) -> Result<Target, Answer> {
+    /// The session's target, and the idle timeout it runs under.
+    async fn of(pending: Pending, shared: &Shared) -> Result<(Target, Option<Duration>), Answer> {
         let Some(daemon) = shared.daemon.upgrade() else {
             return Err(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "peapodd is shutting down",
             ));
         };
-        Ok(match pending {
+        let idle = daemon.config.stream_idle_timeout();
+        let target = match pending {
             Pending::Exec(request) => Target::Exec(daemon, request),
             Pending::Attach(request) => Target::Attach(daemon, request),
             Pending::PortForward(request) => {
@@ -351,7 +379,8 @@ impl Target {
                     Err(e) => return Err(text(StatusCode::NOT_FOUND, e.to_string())),
                 }
             }
-        })
+        };
+        Ok((target, idle))
     }
 
     async fn run<IO>(self, transport: Transport, io: IO)

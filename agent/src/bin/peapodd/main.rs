@@ -57,6 +57,10 @@ struct Args {
     /// [default: 127.0.0.1:0, a free port on loopback]
     #[arg(long, value_name = "ADDR:PORT")]
     stream_address: Option<std::net::SocketAddr>,
+    /// Seconds after which a streaming session with no traffic is closed; 0: never
+    /// [default: 14400, 4 hours]
+    #[arg(long, value_name = "SECONDS")]
+    stream_idle_timeout_seconds: Option<u64>,
 }
 
 impl Args {
@@ -92,6 +96,9 @@ impl Args {
         }
         if let Some(address) = self.stream_address {
             config.stream_address = address;
+        }
+        if let Some(seconds) = self.stream_idle_timeout_seconds {
+            config.stream_idle_timeout_seconds = seconds;
         }
         if self.no_default_cni_network {
             config.default_cni_network = false;
