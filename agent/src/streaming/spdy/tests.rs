@@ -796,6 +796,27 @@ async fn a_closed_connection_ends_the_streams() {
     drop(forward);
 }
 
+/// The idle timeout (server.rs) wraps the connection: at expiry the session lets go of it,
+/// although the handler still holds its streams.
+#[tokio::test]
+async fn an_idle_timeout_ends_the_session_with_its_streams_still_held() {
+    let (server_io, mut client, released) = tracked_pipe();
+    let idle = crate::streaming::idle::Idle::new();
+    let server = tokio::spawn(remote_command(
+        idle.watch(server_io),
+        RemoteCommandProtocol::V4,
+        EXEC,
+    ));
+    for kind in ["stdout", "error", "stderr", "stdin"] {
+        client.tx.open(stream_type(kind)).await;
+    }
+    let streams = server.await.unwrap().unwrap();
+    idle.expired_after(std::time::Duration::from_millis(200))
+        .await;
+    released.await.unwrap();
+    drop(streams);
+}
+
 /// Runs Node's `spdy-transport` (a complete SPDY/3.1 implementation with flow control) as
 /// the client: it opens error, stdin and stdout streams over TCP, sends a payload larger
 /// than a window on stdin and checks the one we send on stdout. Needs `node` and `npm`
