@@ -191,6 +191,20 @@ fn kubelet_namespaces() -> v1::NamespaceOption {
     }
 }
 
+/// The median time of what the kubelet's PLEG asks every second: all pods, all containers.
+async fn relist(mut rt: Client) -> Result<f64, tonic::Status> {
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        rt.list_pod_sandbox(v1::ListPodSandboxRequest::default())
+            .await?;
+        rt.list_containers(v1::ListContainersRequest::default())
+            .await?;
+        times.push(t.elapsed());
+    }
+    Ok(median(times))
+}
+
 async fn remove_pod(mut rt: Client, pod: String) -> Result<(), tonic::Status> {
     rt.stop_pod_sandbox(v1::StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
@@ -241,6 +255,9 @@ struct Results {
     ctr_start: f64,
     total: f64,
     teardown: f64,
+    /// ListPodSandbox + ListContainers with every pod running: the kubelet's relist, which it
+    /// does every second.
+    relist: f64,
     all_running: f64,
     all_removed: f64,
     memory: PodMemory,
@@ -268,6 +285,10 @@ impl Results {
         println!(
             "  teardown (stop+remove pod)       median {:7.2} ms",
             self.teardown
+        );
+        println!(
+            "  relist ({count} pods, kubelet's PLEG) median {:7.2} ms",
+            self.relist
         );
         for (name, (n, rss, pss)) in &self.memory.by_name {
             println!(
@@ -303,6 +324,7 @@ impl Results {
         line("ctr_start_ms", format!("{:.2}", self.ctr_start));
         line("total_ms", format!("{:.2}", self.total));
         line("teardown_ms", format!("{:.2}", self.teardown));
+        line("relist_ms", format!("{:.2}", self.relist));
         line("all_running_ms", format!("{:.2}", self.all_running));
         line("all_removed_ms", format!("{:.2}", self.all_removed));
         line("pod_rss_kib", per_pod(self.memory.rss()).to_string());
@@ -341,6 +363,7 @@ async fn bench(
     }
     let memory = PodMemory::measure(pod_processes, &before);
     let daemon_loaded = daemon_pid.map(|pid| rss_kib(pid));
+    let relist = relist(rt.clone()).await?;
 
     let mut teardown = Vec::new();
     for pod in pods {
@@ -380,6 +403,7 @@ async fn bench(
         ctr_start: median(ctr_start),
         total: median(total),
         teardown: median(teardown),
+        relist,
         all_running: millis(&all_running),
         all_removed: millis(&all_removed),
         memory,

@@ -424,20 +424,25 @@ pub async fn list_containers(
     req: v1::ListContainersRequest,
 ) -> Result<v1::ListContainersResponse, Status> {
     let filter = req.filter.unwrap_or_default();
+    let records: Vec<ContainerRecord> = daemon
+        .containers
+        .list()
+        .await
+        .map_err(ctr_error)?
+        .into_iter()
+        .filter(|record| {
+            (filter.id.is_empty() || record.id.starts_with(&filter.id))
+                && (filter.pod_sandbox_id.is_empty()
+                    || record.sandbox_id.starts_with(&filter.pod_sandbox_id))
+                && labels_match(&record.labels, &filter.label_selector)
+        })
+        .collect();
+    // Every container's state comes from its shim: ask them all at once, not one after the
+    // other (the kubelet lists every second).
+    let states =
+        futures_util::future::join_all(records.iter().map(|record| observe(daemon, record))).await;
     let mut containers = Vec::new();
-    for record in daemon.containers.list().await.map_err(ctr_error)? {
-        if !filter.id.is_empty() && !record.id.starts_with(&filter.id) {
-            continue;
-        }
-        if !filter.pod_sandbox_id.is_empty()
-            && !record.sandbox_id.starts_with(&filter.pod_sandbox_id)
-        {
-            continue;
-        }
-        if !labels_match(&record.labels, &filter.label_selector) {
-            continue;
-        }
-        let (state, _) = observe(daemon, &record).await;
+    for (record, (state, _)) in records.into_iter().zip(states) {
         if filter.state.as_ref().is_some_and(|s| s.state != state) {
             continue;
         }

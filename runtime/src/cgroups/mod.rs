@@ -157,7 +157,19 @@ pub(crate) enum Layout {
 }
 
 impl Layout {
+    /// The layout, read once per process: hierarchies are mounted at boot, and reading
+    /// /proc/self/mountinfo (hundreds of lines on a busy node) for every cgroup named would
+    /// be paid by every state request to a shim and every stats call.
     fn detect() -> Result<Self, CgroupError> {
+        static LAYOUT: OnceLock<Layout> = OnceLock::new();
+        if let Some(layout) = LAYOUT.get() {
+            return Ok(layout.clone());
+        }
+        let layout = Self::read()?;
+        Ok(LAYOUT.get_or_init(|| layout).clone())
+    }
+
+    fn read() -> Result<Self, CgroupError> {
         match version() {
             CgroupVersion::V2 => Ok(Layout::V2 {
                 root: PathBuf::from(CGROUP_ROOT),
