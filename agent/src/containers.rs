@@ -4,12 +4,13 @@
 //! Layout: `<root>/containers/<id>.json` is the durable record (survives a daemon restart);
 //! `<state>/containers/<id>/` holds the bundle (`config.json`, `rootfs/` mount point), the
 //! shim's socket and the exit file.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use peapod_cri_proto::v1;
 use peapod_rootfs::RootfsStore;
-use peapod_runtime::shim_protocol::base64;
+use peapod_runtime::shim_protocol::{base64, ExitInfo};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -91,9 +92,21 @@ pub struct PodContext<'a> {
     pub log_directory: &'a str,
 }
 
+/// What peapodd knows of a container's process without asking its shim.
+#[derive(Debug, Clone)]
+pub enum Known {
+    /// Started, and its exit not seen yet (a watcher waits for it).
+    Running,
+    /// Exited; final.
+    Exited(ExitInfo),
+}
+
 #[derive(Clone)]
 pub struct Containers {
     records: Records<ContainerRecord>,
+    /// Kept by the exit watchers, stop and remove, so that listing containers (the kubelet does
+    /// every second) need not ask every shim. A container missing here is asked.
+    known: Arc<Mutex<HashMap<String, Known>>>,
     state: PathBuf,
     sockets: PathBuf,
     runtime_root: PathBuf,
@@ -116,6 +129,7 @@ impl Containers {
         }
         Ok(Containers {
             records,
+            known: Arc::default(),
             runtime_root: state.join("runtime"),
             state: state_dir,
             sockets,
@@ -126,6 +140,41 @@ impl Containers {
 
     fn dir(&self, id: &str) -> PathBuf {
         self.state.join(id)
+    }
+
+    fn known_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        // Every change is one insert or remove: a poisoned map is still whole.
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What is known of the container's process, if anything.
+    pub fn known(&self, id: &str) -> Option<Known> {
+        self.known_map().get(id).cloned()
+    }
+
+    pub fn note(&self, id: &str, known: Known) {
+        // A watcher may learn of the exit only after the container was removed.
+        if !self.records.contains(id) {
+            return;
+        }
+        let mut map = self.known_map();
+        // An exit is final: a late `Running` (a watcher armed after a stop) must not undo it.
+        if matches!(known, Known::Running) && matches!(map.get(id), Some(Known::Exited(_))) {
+            return;
+        }
+        map.insert(id.to_string(), known);
+    }
+
+    /// Back to asking the shim.
+    pub fn forget(&self, id: &str) {
+        self.known_map().remove(id);
+    }
+
+    fn note_exit(&self, id: &str, exit: Option<ExitInfo>) {
+        match exit {
+            Some(exit) => self.note(id, Known::Exited(exit)),
+            None => self.forget(id),
+        }
     }
 
     /// Unix socket paths are limited to 108 bytes, too few for a 64-digit id under a deep state
@@ -302,16 +351,19 @@ impl Containers {
             Err(e) => return Err(e.into()),
         };
         if state.exit.is_some() {
+            self.note_exit(id, state.exit);
             return Ok(());
         }
         if !timeout.is_zero() {
             let _ = shim.kill(signal, false).await;
-            if tokio::time::timeout(timeout, shim.wait()).await.is_ok() {
+            if let Ok(waited) = tokio::time::timeout(timeout, shim.wait()).await {
+                self.note_exit(id, waited.ok().flatten());
                 return Ok(());
             }
         }
         let _ = shim.kill("SIGKILL", true).await;
-        shim.wait().await?;
+        let exit = shim.wait().await?;
+        self.note_exit(id, exit);
         Ok(())
     }
 
@@ -339,7 +391,9 @@ impl Containers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("removing {}", dir.display()))(e)),
         }
-        Ok(self.records.remove(id).await?)
+        self.records.remove(id).await?;
+        self.forget(id);
+        Ok(())
     }
 }
 

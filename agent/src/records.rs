@@ -148,6 +148,10 @@ impl<T: Serialize + DeserializeOwned + Clone> Records<T> {
             .ok_or_else(|| RecordError::NotFound(id.to_string()))
     }
 
+    pub fn contains(&self, id: &str) -> bool {
+        self.cache().contains_key(id)
+    }
+
     /// Every record.
     pub async fn list(&self) -> Result<Vec<T>, RecordError> {
         Ok(self.cache().values().cloned().collect())

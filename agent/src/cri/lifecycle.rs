@@ -7,7 +7,7 @@ use peapod_cri_proto::v1;
 use peapod_runtime::shim_protocol::ExitInfo;
 use tonic::Status;
 
-use crate::containers::{ContainerError, ContainerRecord, PodContext};
+use crate::containers::{ContainerError, ContainerRecord, Known, PodContext};
 use crate::containerspec::PodView;
 use crate::cri::errors::missing;
 use crate::daemon::Daemon;
@@ -341,6 +341,13 @@ pub async fn remove_container(
 
 /// The container's state as the CRI names it, from the shim or, if the shim is gone, the exit file.
 async fn observe(daemon: &Daemon, record: &ContainerRecord) -> (i32, Option<ExitInfo>) {
+    match daemon.containers.known(&record.id) {
+        Some(Known::Exited(exit)) => {
+            return (v1::ContainerState::ContainerExited as i32, Some(exit))
+        }
+        Some(Known::Running) => return (v1::ContainerState::ContainerRunning as i32, None),
+        None => {}
+    }
     match daemon.containers.shim(&record.id).state().await {
         Ok(state) => {
             if state.exit.is_some() {
@@ -543,12 +550,23 @@ pub async fn container_started(daemon: std::sync::Arc<Daemon>, id: String) {
     watch_exit(daemon, id);
 }
 
-/// Send the stopped event once the container's shim reports its exit.
+/// Send the stopped event once the container's shim reports its exit; until then the container
+/// is known to run, and after it known to have exited, without asking the shim.
 pub fn watch_exit(daemon: std::sync::Arc<Daemon>, id: String) {
     let shim = daemon.containers.shim(&id);
+    daemon.containers.note(&id, Known::Running);
     tokio::spawn(async move {
-        if shim.wait().await.is_ok() {
-            emit(&daemon, &id, v1::ContainerEventType::ContainerStoppedEvent).await;
+        match shim.wait().await {
+            Ok(Some(exit)) => {
+                daemon.containers.note(&id, Known::Exited(exit));
+                emit(&daemon, &id, v1::ContainerEventType::ContainerStoppedEvent).await;
+            }
+            Ok(None) => {
+                daemon.containers.forget(&id);
+                emit(&daemon, &id, v1::ContainerEventType::ContainerStoppedEvent).await;
+            }
+            // The shim is gone (killed, or the container removed): ask again next time.
+            Err(_) => daemon.containers.forget(&id),
         }
     });
 }
