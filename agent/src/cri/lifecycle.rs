@@ -350,8 +350,12 @@ async fn observe(daemon: &Daemon, record: &ContainerRecord) -> (i32, Option<Exit
     }
     match daemon.containers.shim(&record.id).state().await {
         Ok(state) => {
-            if state.exit.is_some() {
-                return (v1::ContainerState::ContainerExited as i32, state.exit);
+            if let Some(exit) = state.exit {
+                // Final: the next listing need not ask again.
+                daemon
+                    .containers
+                    .note(&record.id, Known::Exited(exit.clone()));
+                return (v1::ContainerState::ContainerExited as i32, Some(exit));
             }
             let running = matches!(
                 state.status,
@@ -366,7 +370,12 @@ async fn observe(daemon: &Daemon, record: &ContainerRecord) -> (i32, Option<Exit
             (state as i32, None)
         }
         Err(_) => match ExitInfo::read(&daemon.containers.exit_file(&record.id)) {
-            Ok(Some(exit)) => (v1::ContainerState::ContainerExited as i32, Some(exit)),
+            Ok(Some(exit)) => {
+                daemon
+                    .containers
+                    .note(&record.id, Known::Exited(exit.clone()));
+                (v1::ContainerState::ContainerExited as i32, Some(exit))
+            }
             _ => (v1::ContainerState::ContainerUnknown as i32, None),
         },
     }
