@@ -48,10 +48,6 @@ impl<T: Serialize + DeserializeOwned + Clone> Records<T> {
     /// Opens (creating) the directory and reads every record in it; an unreadable one is skipped
     /// with a warning rather than hiding the rest, and a temporary file left by a crash goes.
     pub fn open(dir: PathBuf) -> Result<Self, RecordError> {
-        let io = |what: &str, p: &Path| {
-            let context = format!("{what} {}", p.display());
-            move |source| RecordError::Io { context, source }
-        };
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let mut cache = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(io("listing", &dir))? {
@@ -102,10 +98,6 @@ impl<T: Serialize + DeserializeOwned + Clone> Records<T> {
         })?;
         let seq = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = self.dir.join(format!("{id}.json.{seq}.tmp"));
-        let io = |what: &str, p: &Path| {
-            let context = format!("{what} {}", p.display());
-            move |source| RecordError::Io { context, source }
-        };
         // Records live under --root and must survive a power loss (the shims outlive a daemon
         // crash, and the next daemon finds their containers through these): write, fsync,
         // rename, fsync the directory.
@@ -177,11 +169,14 @@ impl<T: Serialize + DeserializeOwned + Clone> Records<T> {
     }
 }
 
+/// An I/O error's mapping, naming what was done to which path.
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> RecordError {
+    let context = format!("{what} {}", path.display());
+    move |source| RecordError::Io { context, source }
+}
+
 fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T, RecordError> {
-    let text = std::fs::read(path).map_err(|source| RecordError::Io {
-        context: format!("reading {}", path.display()),
-        source,
-    })?;
+    let text = std::fs::read(path).map_err(io("reading", path))?;
     serde_json::from_slice(&text).map_err(|e| RecordError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),

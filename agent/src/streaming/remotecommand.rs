@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::streams::{Reader, RemoteCommandProtocol, TerminalSize, Writer};
 use crate::shim::{SessionEvent, SessionInput, SessionOutput, ShimError, ShimSession};
@@ -191,24 +192,16 @@ pub async fn relay(
     let (input, output) = session.split();
     // Output has its own task: a process blocked writing its output while we wait for it to
     // read its input would otherwise never get either done.
-    let mut output = AbortOnDrop(tokio::spawn(deliver_output(output, stdout, stderr)));
-    let (input, result) = feed_input(input, stdin, resize, &mut output.0).await;
+    // Aborted if the relay is dropped half-way (the server gives a session up at its idle
+    // timeout): the task must not keep the client's stream and the shim session open.
+    let mut output = AbortOnDropHandle::new(tokio::spawn(deliver_output(output, stdout, stderr)));
+    let (input, result) = feed_input(input, stdin, resize, &mut output).await;
     // The input half goes only now: closing it early could look like the client leaving.
     drop(input);
     result
 }
 
-type OutputTask = tokio::task::JoinHandle<Result<Option<ExitInfo>, ShimError>>;
-
-/// The output task goes with the relay: a session the server gives up half-way (at its idle
-/// timeout) must not leave a task holding the client's stream and the shim session open.
-struct AbortOnDrop(OutputTask);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+type OutputTask = AbortOnDropHandle<Result<Option<ExitInfo>, ShimError>>;
 
 /// Passes stdin and terminal sizes on until the output task finishes (the session's end);
 /// returns the input half and the output task's result.

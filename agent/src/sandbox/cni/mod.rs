@@ -226,24 +226,11 @@ impl Cni {
     }
 
     fn add_all(&self, entry: &mut cache::Entry) -> Result<CniResult, CniError> {
-        let loopback = loopback_network(&entry.network.cni_version);
         // `lo` and the pod's interface are independent: loopback's ADD runs beside the
         // network's chain instead of before it (each plugin is a process start of its own;
         // this takes one off the pod's start-up time).
-        let (lo, chain) = std::thread::scope(|scope| {
-            let entry: &cache::Entry = entry;
-            let lo = scope.spawn(|| {
-                self.run_plugin(&loopback, &loopback.plugins[0], "ADD", entry, "lo", None)
-            });
-            let chain = self.add_chain(entry);
-            let lo = lo.join().unwrap_or_else(|_| {
-                Err(CniError::InvalidResult {
-                    reason: "the loopback ADD thread panicked".into(),
-                    result: String::new(),
-                })
-            });
-            (lo, chain)
-        });
+        let entry_ref: &cache::Entry = entry;
+        let (lo, chain) = self.beside_loopback("ADD", entry_ref, || self.add_chain(entry_ref));
         lo?;
         let raw = chain?;
         entry.result = Some(raw.clone());
@@ -291,12 +278,8 @@ impl Cni {
             .result
             .as_ref()
             .filter(|_| version_at_least(&network.cni_version, (0, 4)));
-        let loopback = loopback_network(&network.cni_version);
         // As at ADD, the loopback network is independent of the chain: both go at once.
-        let (lo, chain) = std::thread::scope(|scope| {
-            let lo = scope.spawn(|| {
-                self.run_plugin(&loopback, &loopback.plugins[0], "DEL", &entry, "lo", None)
-            });
+        let (lo, chain) = self.beside_loopback("DEL", &entry, || {
             let mut first_error = None;
             for plugin in network.plugins.iter().rev() {
                 if let Err(e) = self.run_plugin(network, plugin, "DEL", &entry, &entry.ifname, prev)
@@ -305,13 +288,7 @@ impl Cni {
                     first_error.get_or_insert(e);
                 }
             }
-            let lo = lo.join().unwrap_or_else(|_| {
-                Err(CniError::InvalidResult {
-                    reason: "the loopback DEL thread panicked".into(),
-                    result: String::new(),
-                })
-            });
-            (lo, first_error)
+            first_error
         });
         let first_error = chain.or(lo.err());
         match first_error {
@@ -356,6 +333,30 @@ impl Cni {
         plugins_needed(network)
             .map(|plugin| exec::find_plugin(plugin, &self.bin_dirs))
             .collect()
+    }
+
+    /// Runs `command` of the loopback network on `lo` in a thread of its own while `chain`
+    /// runs here; both results.
+    fn beside_loopback<R>(
+        &self,
+        command: &'static str,
+        entry: &cache::Entry,
+        chain: impl FnOnce() -> R,
+    ) -> (Result<Vec<u8>, CniError>, R) {
+        let loopback = loopback_network(&entry.network.cni_version);
+        std::thread::scope(|scope| {
+            let lo = scope.spawn(|| {
+                self.run_plugin(&loopback, &loopback.plugins[0], command, entry, "lo", None)
+            });
+            let chain = chain();
+            let lo = lo.join().unwrap_or_else(|_| {
+                Err(CniError::InvalidResult {
+                    reason: format!("the loopback {command} thread panicked"),
+                    result: String::new(),
+                })
+            });
+            (lo, chain)
+        })
     }
 
     fn run_plugin(
