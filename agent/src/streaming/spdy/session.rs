@@ -41,10 +41,14 @@ const WINDOW_UPDATE_THRESHOLD: u32 = (INITIAL_WINDOW / 2) as u32;
 /// Inbound bytes a stream buffers before the reader waits for its handler: one window, so a
 /// client that honours our window never blocks the reader.
 const MAX_BUFFERED: usize = INITIAL_WINDOW as usize;
-/// After our GOAWAY, how long we keep reading (and discarding) what the client still sends
-/// before we drop the connection. Closing a socket with unread data makes the kernel answer
-/// with a TCP reset, which can destroy the last frames we sent before the client reads them.
-const LINGER: Duration = Duration::from_secs(5);
+/// How long a closing session waits for the client to hang up before dropping the
+/// connection. Until then we keep reading (and discarding) what the client still sends:
+/// closing a socket with unread data makes the kernel answer with a TCP reset, which can
+/// destroy the last frames we sent before the client reads them. And when we are the first
+/// to say GOAWAY, our write half stays open too: a client that sees the connection end may
+/// drop frames it has received but not yet processed (Node's spdy-transport does, as its
+/// header decompression is asynchronous), so the client, having read our GOAWAY, closes first.
+pub(super) const LINGER: Duration = Duration::from_secs(5);
 /// Outbound bytes a stream may have queued for the writer before its writes wait.
 const MAX_QUEUED: usize = 64 * 1024;
 /// The largest data frame we send, and the chunk size in which we read incoming ones.
@@ -134,6 +138,10 @@ struct State {
     last_stream_id: u32,
     /// No new streams: the acceptor is gone or the client sent GOAWAY.
     no_new_streams: bool,
+    /// The client sent GOAWAY: it is closing the session itself.
+    peer_goaway: bool,
+    /// The writer already waited `LINGER` for the client to hang up; the reader need not.
+    lingered: bool,
     /// Every stream is done and no new one can come: the writer sends GOAWAY and stops.
     closing: bool,
     /// The connection is gone (or finished): nothing more is read or written.
@@ -336,7 +344,9 @@ where
     };
     let lingering = async {
         shared.reader_stop.notified().await;
-        tokio::time::sleep(LINGER).await;
+        if !shared.lock().lingered {
+            tokio::time::sleep(LINGER).await;
+        }
     };
     let reading = async {
         tokio::select! {
@@ -576,6 +586,7 @@ fn on_control_frame(shared: &Arc<Shared>, frame: Frame, accept: Accept) {
         Frame::GoAway { .. } => {
             debug!("SPDY client sent GOAWAY");
             state.no_new_streams = true;
+            state.peer_goaway = true;
             state.maybe_close();
         }
         // Extra headers carry nothing the Kubernetes protocols use, but may end the stream.
@@ -643,29 +654,55 @@ async fn write_loop<W: AsyncWrite + Unpin>(shared: &Shared, mut writer: W) {
             debug!("SPDY connection write failed: {e}");
             break;
         }
-        let mut state = shared.lock();
-        for frame in &batch {
-            if let Frame::Data {
-                stream_id, data, ..
-            } = frame
-            {
-                if let Some(stream) = state.streams.get_mut(stream_id) {
-                    stream.queued_bytes = stream.queued_bytes.saturating_sub(data.len());
-                    stream.queued_frames = stream.queued_frames.saturating_sub(1);
-                    stream.wake_writer();
-                    if let Some(waker) = stream.flush_waker.take() {
-                        waker.wake();
+        let client_closing = {
+            let mut state = shared.lock();
+            for frame in &batch {
+                if let Frame::Data {
+                    stream_id, data, ..
+                } = frame
+                {
+                    if let Some(stream) = state.streams.get_mut(stream_id) {
+                        stream.queued_bytes = stream.queued_bytes.saturating_sub(data.len());
+                        stream.queued_frames = stream.queued_frames.saturating_sub(1);
+                        stream.wake_writer();
+                        if let Some(waker) = stream.flush_waker.take() {
+                            waker.wake();
+                        }
                     }
                 }
             }
-        }
+            state.peer_goaway
+        };
         if last {
+            if !client_closing {
+                wait_for_hang_up(shared).await;
+            }
             break;
         }
     }
     let _ = writer.shutdown().await;
     shared.lock().end();
     shared.reader_stop.notify_one();
+}
+
+/// After our GOAWAY: waits until the client closes the connection, or `LINGER` at most.
+async fn wait_for_hang_up(shared: &Shared) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    loop {
+        if shared.lock().ended {
+            return;
+        }
+        // The reader notifies the writer when it sees the end of the connection; a permit
+        // stored between our check and this wait is not lost.
+        tokio::select! {
+            _ = shared.writer_wake.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                debug!("SPDY client did not hang up after GOAWAY");
+                shared.lock().lingered = true;
+                return;
+            }
+        }
+    }
 }
 
 /// One stream of the session, as the handlers use it: the read half yields what the client

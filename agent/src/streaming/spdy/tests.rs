@@ -16,7 +16,7 @@ use super::frame::{
 };
 use super::portforward::port_forward_with_timeout;
 use super::remotecommand::gather;
-use super::session::INITIAL_WINDOW;
+use super::session::{INITIAL_WINDOW, LINGER};
 use super::{port_forward, remote_command, SpdyError};
 use crate::streaming::streams::{
     RemoteCommandOptions, RemoteCommandProtocol, RemoteCommandStreams, TerminalSize,
@@ -192,6 +192,18 @@ impl<IO: AsyncRead + AsyncWrite> Client<IO> {
     }
 }
 
+impl<IO: AsyncRead + AsyncWrite> Client<IO> {
+    /// Reads up to the server's GOAWAY, hangs up as a client does then, and reads on to the
+    /// end of the connection: the server, having said goodbye first, waits for the client
+    /// to close before it closes too.
+    async fn hang_up_after_goaway(&mut self) {
+        assert!(self.rx.until(|got| got.goaway.is_some()).await);
+        assert!(!self.rx.got.eof, "the server closed before its GOAWAY");
+        self.tx.writer.shutdown().await.unwrap();
+        assert!(self.rx.until(|got| got.eof).await);
+    }
+}
+
 fn pipe() -> (DuplexStream, Client<DuplexStream>) {
     let (server, client) = tokio::io::duplex(64 * 1024);
     (server, Client::new(client))
@@ -331,10 +343,32 @@ async fn remote_command_gathers_streams_and_carries_data() {
     assert_eq!(client.rx.got.data[&stderr_id], b"to stderr");
     assert_eq!(client.rx.got.data[&error_id], b"{\"status\":\"Success\"}");
 
-    // Once the handler lets go of everything, the server says goodbye and hangs up.
+    // Once the handler lets go of everything, the server says goodbye and, once the client
+    // has hung up, closes the connection.
     drop((stdout, stderr, stdin, error));
-    assert!(client.rx.until(|got| got.eof).await);
+    client.hang_up_after_goaway().await;
     assert_eq!(client.rx.got.goaway, Some(0));
+}
+
+/// A client may drop frames it has received but not yet processed once it sees the connection
+/// end, so after our GOAWAY the client is the one to hang up; one that never does is let go
+/// of after `LINGER`. (The clock is paused: the waits below take no real time.)
+#[tokio::test(start_paused = true)]
+async fn after_our_goaway_the_client_hangs_up_first() {
+    let (streams, mut client, _) = start_remote_command(
+        RemoteCommandProtocol::V4,
+        EXEC,
+        &["stdout", "error", "stderr", "stdin"],
+    )
+    .await;
+    drop(streams);
+    assert!(client.rx.until(|got| got.goaway.is_some()).await);
+    let early = tokio::time::timeout(LINGER - Duration::from_millis(1), client.rx.next()).await;
+    assert!(
+        early.is_err(),
+        "the server closed before the client hung up"
+    );
+    assert!(client.rx.until(|got| got.eof).await);
 }
 
 #[tokio::test]
@@ -411,7 +445,7 @@ async fn missing_streams_time_out() {
         Ok(_) => panic!("the session started without its stdout stream"),
     }
     // The failed session closes its connection.
-    assert!(client.rx.until(|got| got.eof).await);
+    client.hang_up_after_goaway().await;
 }
 
 #[tokio::test]
