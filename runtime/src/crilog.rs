@@ -13,6 +13,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
 use crate::error::{Context, Result};
 
 /// The longest text of one entry (containerd's buffer size).
@@ -55,6 +57,8 @@ impl Tag {
 pub struct LogFile {
     path: PathBuf,
     file: File,
+    /// The entry being written, kept between entries so that a line costs no allocation.
+    entry: Vec<u8>,
 }
 
 impl LogFile {
@@ -71,6 +75,7 @@ impl LogFile {
         Ok(LogFile {
             path: path.to_path_buf(),
             file,
+            entry: Vec::new(),
         })
     }
 
@@ -87,8 +92,9 @@ impl LogFile {
     /// Append one entry, stamped with the current time, in a single write so that a reader never
     /// sees half an entry.
     pub fn write_entry(&mut self, stream: Stream, tag: Tag, text: &[u8]) -> Result<()> {
-        let mut entry = Vec::with_capacity(text.len() + 48);
-        entry.extend_from_slice(timestamp().as_bytes());
+        let entry = &mut self.entry;
+        entry.clear();
+        write_timestamp(entry, Utc::now());
         entry.push(b' ');
         entry.extend_from_slice(stream.as_str().as_bytes());
         entry.push(b' ');
@@ -96,17 +102,39 @@ impl LogFile {
         entry.push(b' ');
         entry.extend_from_slice(text);
         entry.push(b'\n');
-        self.file
-            .write_all(&entry)
-            .context(|| format!("writing the container log {}", self.path.display()))
+        let written = self.file.write_all(entry);
+        // A huge entry's buffer is not kept for the life of the container.
+        if entry.capacity() > 2 * MAX_LINE {
+            *entry = Vec::new();
+        }
+        written.context(|| format!("writing the container log {}", self.path.display()))
     }
 }
 
 /// The current time as the CRI log writes it: `2016-10-06T00:17:09.669794202Z`.
 pub fn timestamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.9fZ")
-        .to_string()
+    let mut stamp = Vec::with_capacity(30);
+    write_timestamp(&mut stamp, Utc::now());
+    String::from_utf8_lossy(&stamp).into_owned()
+}
+
+/// Appends `time` as the CRI log writes it. Field by field rather than with chrono's `format`,
+/// which interprets its format string on every call: this runs for every line a container prints,
+/// and the shim's memory follows how much code its loop runs (docs/shim.md).
+fn write_timestamp(out: &mut Vec<u8>, time: DateTime<Utc>) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        time.year(),
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        // chrono counts a leap second as a second nanosecond range; RFC 3339 has no room for it.
+        time.nanosecond().min(999_999_999),
+    );
 }
 
 /// Cuts one stream's bytes, which arrive in arbitrary chunks, into log entries.
@@ -265,6 +293,17 @@ mod tests {
             got,
             vec![(Tag::Full, Vec::new()), (Tag::Full, b"end".to_vec())]
         );
+    }
+
+    #[test]
+    fn timestamps_read_as_rfc3339_with_nine_digits() {
+        for (secs, nanos) in [(0, 0), (1_475_713_029, 669_794_202), (4_102_444_799, 5)] {
+            let time = DateTime::from_timestamp(secs, nanos).unwrap();
+            let mut ours = Vec::new();
+            write_timestamp(&mut ours, time);
+            let expected = time.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
+            assert_eq!(String::from_utf8(ours).unwrap(), expected);
+        }
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl Client {
                     let large = self.outbuf.capacity() > 256 * 1024;
                     self.outbuf = Vec::new();
                     if large {
-                        crate::release_free_memory();
+                        crate::memory::release_free_memory();
                     }
                 }
                 Ok(n) => {

@@ -7,6 +7,7 @@
 mod clients;
 mod detach;
 mod execs;
+mod memory;
 mod output;
 mod server;
 mod sessions;
@@ -348,15 +349,5 @@ impl Drop for Undo {
         if let Some(socket) = &self.socket {
             let _ = std::fs::remove_file(socket);
         }
-    }
-}
-
-/// Give memory freed after a large exec answer back to the system: the allocator would otherwise
-/// keep it for the rest of the shim's life, and every pod pays for its shims.
-pub(crate) fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory of the allocator; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

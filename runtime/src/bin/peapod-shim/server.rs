@@ -94,14 +94,29 @@ impl Shim {
     pub fn run(mut self) -> Result<()> {
         let mut buf = vec![0u8; READ_SIZE];
         tracing::info!(id = %self.id, pid = self.init.as_raw(), "serving");
+        // Set-up ran most of the shim's code once; the loop needs little of it (memory.rs).
+        crate::memory::shed();
+        let mut shed_pending = false;
         while !self.should_exit() {
             for (source, revents) in self.poll()? {
+                // Copying output is the loop's steady work; anything else runs code it does
+                // not need again soon.
+                shed_pending |= !matches!(source, Source::Output(_));
                 self.dispatch(source, revents, &mut buf);
             }
             self.housekeeping();
+            if shed_pending && self.is_quiet() {
+                crate::memory::shed();
+                shed_pending = false;
+            }
         }
         self.leave();
         Ok(())
+    }
+
+    /// Nobody is connected and nothing runs on anyone's behalf.
+    fn is_quiet(&self) -> bool {
+        self.clients.is_empty() && self.execs.is_empty() && self.sessions.is_empty()
     }
 
     fn should_exit(&self) -> bool {
@@ -269,7 +284,7 @@ impl Shim {
                 };
                 self.answer_later(client, &response);
             }
-            crate::release_free_memory();
+            crate::memory::release_free_memory();
         }
         self.drop_finished_clients();
         self.drop_finished_sessions(now);
