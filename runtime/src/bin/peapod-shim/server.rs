@@ -95,7 +95,8 @@ impl Shim {
         let mut buf = vec![0u8; READ_SIZE];
         tracing::info!(id = %self.id, pid = self.init.as_raw(), "serving");
         // Set-up ran most of the shim's code once; the loop needs little of it (memory.rs).
-        crate::memory::shed();
+        let shedder = crate::memory::Shedder::new();
+        shedder.shed();
         let mut shed_pending = false;
         while !self.should_exit() {
             for (source, revents) in self.poll()? {
@@ -106,7 +107,7 @@ impl Shim {
             }
             self.housekeeping();
             if shed_pending && self.is_quiet() {
-                crate::memory::shed();
+                shedder.shed();
                 shed_pending = false;
             }
         }
