@@ -18,6 +18,7 @@ pub mod error;
 pub mod exec;
 pub mod hooks;
 pub mod init;
+pub mod memory;
 pub mod mounts;
 pub mod namespaces;
 pub mod pidfd;

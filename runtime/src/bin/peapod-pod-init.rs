@@ -117,6 +117,8 @@ fn be_init() -> Result<()> {
         signals.add(signal);
     }
     signals.thread_block().context("blocking signals")?;
+    // From here on it only waits and reaps: let go of the pages the loader and set-up touched.
+    peapod_runtime::memory::Shedder::for_current_mappings().shed();
     loop {
         match signals.wait().context("waiting for signals")? {
             Signal::SIGCHLD => reap_all(),

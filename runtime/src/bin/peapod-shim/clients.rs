@@ -135,7 +135,7 @@ impl Client {
                     let large = self.outbuf.capacity() > 256 * 1024;
                     self.outbuf = Vec::new();
                     if large {
-                        crate::memory::release_free_memory();
+                        peapod_runtime::memory::release_free_memory();
                     }
                 }
                 Ok(n) => {

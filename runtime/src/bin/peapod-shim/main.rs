@@ -7,7 +7,6 @@
 mod clients;
 mod detach;
 mod execs;
-mod memory;
 mod output;
 mod server;
 mod sessions;

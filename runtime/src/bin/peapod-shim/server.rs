@@ -94,8 +94,8 @@ impl Shim {
     pub fn run(mut self) -> Result<()> {
         let mut buf = vec![0u8; READ_SIZE];
         tracing::info!(id = %self.id, pid = self.init.as_raw(), "serving");
-        // Set-up ran most of the shim's code once; the loop needs little of it (memory.rs).
-        let shedder = crate::memory::Shedder::new();
+        // Set-up ran most of the shim's code once; the loop needs little of it (peapod_runtime::memory).
+        let mut shedder = peapod_runtime::memory::Shedder::for_current_mappings();
         shedder.shed();
         let mut shed_pending = false;
         while !self.should_exit() {
@@ -285,7 +285,7 @@ impl Shim {
                 };
                 self.answer_later(client, &response);
             }
-            crate::memory::release_free_memory();
+            peapod_runtime::memory::release_free_memory();
         }
         self.drop_finished_clients();
         self.drop_finished_sessions(now);

@@ -1,12 +1,13 @@
-//! Keeping the shim's resident memory small: every pod pays for its shims.
+//! Keeping the processes that live beside every pod small: the shim (one per container) and the
+//! pod init. Every pod pays for them.
 //!
-//! A shim spends its life in a small event loop, but set-up (parsing the bundle, cgroups, the
+//! Such a process spends its life in a small loop, but set-up (parsing the bundle, cgroups, the
 //! clone) and the dynamic loader have run a large part of its code and of libc. Those pages stay
 //! mapped, and on a page fault the kernel maps up to 16 cached neighbouring pages as well
 //! (fault-around), so the resident set follows how much code ever ran rather than what the loop
-//! needs. Dropping the read-only file pages after set-up, and again after serving a request,
+//! needs. Dropping the read-only file pages after set-up, and again after other one-off work,
 //! leaves only what the loop touches. Nothing is lost: the pages stay in the page cache, shared
-//! with every other shim, and fault back in when needed (docs/shim.md, "Resource use").
+//! with every other process, and fault back in when needed (docs/shim.md, "Resource use").
 
 use std::collections::HashSet;
 use std::fs;
@@ -16,44 +17,51 @@ pub struct Shedder {
     /// Their lines in /proc/self/maps (address range, permissions, offset, device, inode, path),
     /// with single spaces.
     mappings: HashSet<String>,
+    /// The ranges to drop, gathered before any is dropped (see `shed`).
+    ranges: Vec<(usize, usize)>,
 }
 
 impl Shedder {
     /// Finds the private, read-only file mappings without a single anonymous page (code and
-    /// read-only data of the shim and its libraries).
+    /// read-only data of the program and its libraries).
     ///
     /// A private mapping's page may differ from the file: written before the mapping was made
     /// read-only (relocations in RELRO data), it is an anonymous copy, and dropping it would undo
     /// the loader's work. In a mapping without anonymous pages every page equals the file. That
     /// takes /proc/self/smaps, which costs a walk of every page table, so it is read once, after
     /// set-up: from then on nothing writes to read-only mappings and no library is loaded.
-    pub fn new() -> Shedder {
+    pub fn for_current_mappings() -> Shedder {
         let smaps = fs::read_to_string("/proc/self/smaps").unwrap_or_default();
         Shedder {
             mappings: pristine_read_only_file_mappings(&smaps),
+            ranges: Vec::new(),
         }
     }
 
-    /// Drops the pages of those mappings (the ones still mapped as they were), and returns free
-    /// heap memory to the system. Failures are ignored: this only saves memory.
-    pub fn shed(&self) {
-        let maps = fs::read_to_string("/proc/self/maps").unwrap_or_default();
-        for line in maps.lines() {
-            let line = normalized(line);
-            if !self.mappings.contains(&line) {
-                continue;
-            }
-            if let Some((start, end)) = range(&line) {
-                // SAFETY: the range is one of our own private, read-only file mappings without any
-                // anonymous page, mapped as it was when we looked at its pages; after
-                // MADV_DONTNEED the next access faults them in again from the page cache, so no
-                // code or data changes.
-                unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+    /// Returns free heap memory to the system and drops the pages of those mappings (the ones
+    /// still mapped as they were). Failures are ignored: this only saves memory.
+    pub fn shed(&mut self) {
+        self.ranges.clear();
+        if let Ok(maps) = fs::read_to_string("/proc/self/maps") {
+            for line in maps.lines() {
+                let line = normalized(line);
+                if self.mappings.contains(&line) {
+                    self.ranges.extend(range(&line));
                 }
             }
         }
         release_free_memory();
+        // Nothing but the system calls from here on: whatever code runs after a mapping is
+        // dropped (the allocator, string comparisons) faults its pages straight back in.
+        for &(start, end) in &self.ranges {
+            // SAFETY: the range is one of our own private, read-only file mappings without any
+            // anonymous page, mapped as it was when we looked at its pages; after MADV_DONTNEED
+            // the next access faults them in again from the page cache, so no code or data
+            // changes.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
     }
 }
 
@@ -143,7 +151,7 @@ Anonymous:             0 kB
 
     #[test]
     fn shedding_keeps_the_code_working() {
-        let shedder = Shedder::new();
+        let mut shedder = Shedder::for_current_mappings();
         assert!(
             !shedder.mappings.is_empty(),
             "the test program's own code is a pristine read-only mapping"
