@@ -252,6 +252,7 @@ impl Containers {
         image_name: &str,
         image: &peapod_rootfs::ImageRecord,
     ) -> Result<ContainerRecord, ContainerError> {
+        let began = std::time::Instant::now();
         let rootfs = dir.join("rootfs");
         tokio::fs::create_dir(&rootfs)
             .await
@@ -289,7 +290,9 @@ impl Containers {
             // As containerd: with a terminal, the kubelet's attach keeps the stdin open.
             stdin_once: config.stdin_once && !config.tty,
         };
+        let bundle_ready = began.elapsed();
         shim::launch(&self.shim_binary, &setup).await?;
+        let shim_ready = began.elapsed();
 
         let meta = config.metadata.clone().unwrap_or_default();
         let record = ContainerRecord {
@@ -307,6 +310,14 @@ impl Containers {
             config_pb: base64::encode(&config.encode_to_vec()),
         };
         self.save(&record).await?;
+        // Where creating containers spends its time, for whoever looks into latency.
+        tracing::debug!(
+            container = id,
+            bundle = ?bundle_ready,
+            shim = ?(shim_ready - bundle_ready),
+            record = ?(began.elapsed() - shim_ready),
+            "container created"
+        );
         Ok(record)
     }
 
