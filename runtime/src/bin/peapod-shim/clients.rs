@@ -43,6 +43,12 @@ impl Client {
         })
     }
 
+    /// Nothing to answer or send now: the client is gone quiet, or waits for something to happen
+    /// (a `wait` for the exit parks a connection for the container's whole life).
+    pub fn is_idle(&self) -> bool {
+        self.outbuf.is_empty() && !self.has_line()
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()
     }

@@ -115,9 +115,12 @@ impl Shim {
         Ok(())
     }
 
-    /// Nobody is connected and nothing runs on anyone's behalf.
+    /// No request is being served and nothing runs on anyone's behalf; connected clients at most
+    /// wait (peapodd keeps a `wait` for the exit open all the time).
     fn is_quiet(&self) -> bool {
-        self.clients.is_empty() && self.execs.is_empty() && self.sessions.is_empty()
+        self.execs.is_empty()
+            && self.sessions.is_empty()
+            && self.clients.iter().all(Client::is_idle)
     }
 
     fn should_exit(&self) -> bool {
