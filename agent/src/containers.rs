@@ -170,7 +170,8 @@ impl Containers {
         self.known_map().remove(id);
     }
 
-    fn note_exit(&self, id: &str, exit: Option<ExitInfo>) {
+    /// An exit the shim reported, if it could tell one (else the shim is asked next time).
+    pub fn note_exit(&self, id: &str, exit: Option<ExitInfo>) {
         match exit {
             Some(exit) => self.note(id, Known::Exited(exit)),
             None => self.forget(id),

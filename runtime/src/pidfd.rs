@@ -53,8 +53,8 @@ impl PidFd {
 }
 
 /// Waits for a child to exit, at most `timeout` (`Duration::MAX`: for ever): `None` if it still
-/// runs then. The child is
-/// reaped when it has exited; one still running is left to the caller (to kill, then `wait`).
+/// runs then. The child is reaped when it has exited; one still running is left to the caller
+/// (to kill, then `wait`).
 pub fn wait_child(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
     // An unreaped child keeps its pid, so the pidfd cannot refer to anyone else.
     match PidFd::open(child.id() as i32) {
@@ -62,17 +62,23 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> io::Result<Option<Exi
             pidfd.wait(timeout)?;
             child.try_wait()
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => poll_child(child, timeout),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            poll_every_ms(timeout, || child.try_wait())
+        }
         Err(e) => Err(e),
     }
 }
 
-/// For kernels before 5.3: ask every millisecond.
-fn poll_child(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+/// For kernels before 5.3 (or a pidfd that fails): asks `check` every millisecond until it has an
+/// answer or `timeout` has passed.
+fn poll_every_ms<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> io::Result<Option<T>>,
+) -> io::Result<Option<T>> {
     let deadline = Instant::now().checked_add(timeout);
     loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
+        if let Some(answer) = check()? {
+            return Ok(Some(answer));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(None);
@@ -102,14 +108,8 @@ pub fn wait_gone(pid: i32, start_time: u64, timeout: Duration) -> bool {
 }
 
 fn poll_gone(pid: i32, start_time: u64, timeout: Duration) -> bool {
-    let deadline = Instant::now().checked_add(timeout);
-    while process_alive(pid, start_time) {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
+    let gone = || Ok((!process_alive(pid, start_time)).then_some(()));
+    matches!(poll_every_ms(timeout, gone), Ok(Some(())))
 }
 
 #[cfg(test)]

@@ -566,12 +566,8 @@ pub fn watch_exit(daemon: std::sync::Arc<Daemon>, id: String) {
     daemon.containers.note(&id, Known::Running);
     tokio::spawn(async move {
         match shim.wait().await {
-            Ok(Some(exit)) => {
-                daemon.containers.note(&id, Known::Exited(exit));
-                emit(&daemon, &id, v1::ContainerEventType::ContainerStoppedEvent).await;
-            }
-            Ok(None) => {
-                daemon.containers.forget(&id);
+            Ok(exit) => {
+                daemon.containers.note_exit(&id, exit);
                 emit(&daemon, &id, v1::ContainerEventType::ContainerStoppedEvent).await;
             }
             // The shim is gone (killed, or the container removed): ask again next time.

@@ -94,7 +94,7 @@ impl Shim {
     pub fn run(mut self) -> Result<()> {
         let mut buf = vec![0u8; READ_SIZE];
         tracing::info!(id = %self.id, pid = self.init.as_raw(), "serving");
-        // Set-up ran most of the shim's code once; the loop needs little of it (peapod_runtime::memory).
+        // Set-up ran most of the shim's code once; the loop needs little of it (memory.rs).
         let mut shedder = peapod_runtime::memory::Shedder::for_current_mappings();
         shedder.shed();
         let mut shed_pending = false;
@@ -279,16 +279,14 @@ impl Shim {
             .into_iter()
             .partition(|job| job.is_done(now));
         self.execs = running;
-        if !done.is_empty() {
-            for job in done {
-                let client = job.client;
-                let response = Response {
-                    exec: Some(job.result()),
-                    ..Response::ok()
-                };
-                self.answer_later(client, &response);
-            }
-            peapod_runtime::memory::release_free_memory();
+        // The memory their output took goes back with the shedding once the answers are out.
+        for job in done {
+            let client = job.client;
+            let response = Response {
+                exec: Some(job.result()),
+                ..Response::ok()
+            };
+            self.answer_later(client, &response);
         }
         self.drop_finished_clients();
         self.drop_finished_sessions(now);
